@@ -82,6 +82,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         kt, vt = get_args(tp) or (Any, Any)
         return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "2e-4" (no dot) as a string; accept what Python reads as a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
         return float(value)

@@ -45,10 +45,11 @@ def refuse_pickle(path: str | Path) -> None:
         raise CheckpointError(
             f"refusing to load {path}: it is a pickle-based checkpoint, and unpickling can execute arbitrary "
             "code. If you trust its source, convert it once to safetensors, e.g.\n"
-            f"  python -c \"import torch; from safetensors.torch import save_file; "
+            f'  python -c "import torch; from safetensors.torch import save_file; '
             f"sd = torch.load('{path}', map_location='cpu', weights_only=True); "
             f"sd = sd.get('state_dict', sd); "
-            f"save_file({{k: v.contiguous() for k, v in sd.items()}}, '{path.with_suffix('.safetensors')}')\"\n"
+            f"save_file({{k: v.contiguous() for k, v in sd.items()}}, "
+            f"'{path.with_suffix('.safetensors')}')\"\n"
             "then load the .safetensors file."
         )
 
@@ -78,7 +79,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     # clone: safetensors refuses tensors that share storage (tied weights, views)
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     save_file(plain, str(path), metadata=metadata)
@@ -164,12 +167,16 @@ def save_model_folder(
     return path
 
 
-def load_model_folder(path: str | Path, weights: str = "model") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_model_folder(
+    path: str | Path, weights: str = "model"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Return (config, state dict). `weights` is "model", "ema", or "auto" (EMA when present)."""
     path = recover_dir(Path(path))
     if path.is_file():
         refuse_pickle(path)
-        raise CheckpointError(f"{path}: expected a model folder (config.json + model.safetensors), got a file")
+        raise CheckpointError(
+            f"{path}: expected a model folder (config.json + model.safetensors), got a file"
+        )
     if not path.is_dir():
         raise CheckpointError(f"model folder not found: {path}")
     config = read_json(path / CONFIG_FILE)

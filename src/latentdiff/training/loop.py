@@ -1,0 +1,379 @@
+"""The one training loop used by both stages.
+
+AdamW with linear warm-up, gradient clipping and accumulation, EMA of the weights, optional bf16 autocast
+(fp16 with a grad scaler on CUDA only), periodic atomic checkpoints with `keep_last`, exact resume,
+DistributedDataParallel under `torchrun`, a tqdm bar, TensorBoard scalars and image grids, and a guard
+that stops on a non-finite loss or gradient while keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from latentdiff.config import to_dict
+from latentdiff.io.checkpoint import CheckpointError, load_tensors
+from latentdiff.io.images import save_grid
+from latentdiff.training import checkpoints as ckpt
+from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_seed
+from latentdiff.training.config import TrainConfig
+from latentdiff.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from latentdiff.training.ema import EMA
+from latentdiff.training.task import TrainTask
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision fp16 is not supported on {device.type}: CPUs have no fast fp16 units and fp16 "
+            "training without a loss scaler is unstable; use precision bf16 (or fp32)"
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lr_multiplier(cfg: TrainConfig):
+    def fn(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            span = max(1, cfg.steps - cfg.warmup_steps)
+            progress = min(1.0, (step - cfg.warmup_steps) / span)
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return fn
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to checkpoint and stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        log.warning("interrupt received: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Runs `task` for `cfg.steps` optimiser steps, writing into `run_dir`."""
+
+    def __init__(
+        self,
+        task: TrainTask,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        extra_config: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
+        self.extra_config = extra_config or {}
+        self.progress = progress
+        self.dist: DistInfo = init_distributed(cfg.device)
+        self.device = self.dist.device
+        autocast_context(self.device, cfg.precision)  # fail fast on fp16 + CPU
+        world, accum = self.dist.world_size, cfg.grad_accum
+        if cfg.batch_size % (world * accum):
+            raise ValueError(
+                f"train.batch_size {cfg.batch_size} must be divisible by "
+                f"processes × grad_accum = {world * accum}"
+            )
+        self.micro_batch = cfg.batch_size // (world * accum)
+        self.ckpt_root = ckpt.checkpoint_root(self.run_dir, task.name)
+        self.history: list[dict[str, float]] = []
+
+        task.model.to(self.device)
+        self.modules: dict[str, nn.Module] = {"model": task.model}
+        specs = {}
+        for name, (module, spec) in task.extra_modules().items():
+            module.to(self.device)
+            self.modules[name], specs[name] = module, spec
+        self.wrapped = {name: self._wrap(m) for name, m in self.modules.items()}
+        self.optimizers = {name: self._optimizer(m, specs.get(name)) for name, m in self.modules.items()}
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg))
+            for name, opt in self.optimizers.items()
+        }
+        self.ema = EMA(task.model, cfg.ema_decay, cfg.ema_warmup)
+        use_scaler = cfg.precision == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.dist.enabled or not any(p.requires_grad for p in module.parameters()):
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def _optimizer(self, module: nn.Module, spec) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        lr = spec.lr if spec and spec.lr is not None else cfg.lr
+        betas = spec.betas if spec and spec.betas is not None else cfg.betas
+        wd = spec.weight_decay if spec and spec.weight_decay is not None else cfg.weight_decay
+        params = [p for p in module.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, foreach=True)
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "world_size": self.dist.world_size,
+            "num_items": self.task.num_items(),
+            "ema_updates": self.ema.num_updates,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": ckpt.capture_rng(),
+            "train_config": to_dict(self.cfg),
+            "history": self.history[-2000:],
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        barrier()
+        folder = self.ckpt_root / f"step_{self.step:08d}"
+        if self.dist.is_main:
+            model_state = self.task.model.state_dict()
+            ema_state = self.ema.state_dict()
+            extra = {k: m.state_dict() for k, m in self.modules.items() if k != "model"}
+            ckpt.write_checkpoint(
+                folder,
+                lambda p: self.task.save_model(p, model_state, ema_state),
+                extra,
+                self._trainer_state(),
+            )
+            self.task.save_model(self.run_dir / self.task.name, model_state, ema_state)
+            ckpt.prune_checkpoints(self.ckpt_root, self.cfg.keep_last)
+            log.info("checkpoint written: %s", folder)
+        barrier()
+        return folder
+
+    def resume(self, folder: Path | None = None) -> bool:
+        """Load the latest (or the given) checkpoint; returns False when there is none."""
+        folder = folder or ckpt.latest_checkpoint(self.ckpt_root)
+        if folder is None:
+            return False
+        state, extra = ckpt.read_checkpoint(folder)
+        try:
+            self.task.model.load_state_dict(load_tensors(folder / "model" / "model.safetensors"))
+            self.ema.load_state_dict(load_tensors(folder / "model" / "ema.safetensors"), state["ema_updates"])
+            for name, sd in extra.items():
+                self.modules[name].load_state_dict(sd)
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(
+                f"cannot resume from {folder}: its weights do not fit the configured model ({e}). "
+                "Resume with the configuration the run was started with (see config.yaml in the run folder)."
+            ) from e
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.restore_rng(state["rng"])
+        self.history = list(state.get("history", []))
+        self.step = int(state["step"])
+        if state["num_items"] != self.task.num_items():
+            log.warning(
+                "the data changed since the checkpoint (%d items, now %d): the resumed run will not "
+                "reproduce an uninterrupted one",
+                state["num_items"],
+                self.task.num_items(),
+            )
+        log.info("resumed from %s at step %d", folder, self.step)
+        return True
+
+    # ------------------------------------------------------------------------------------------ training
+    def _rows(self, micro: int) -> torch.Tensor:
+        chunk = micro * self.dist.world_size + self.dist.rank
+        return torch.arange(chunk * self.micro_batch, (chunk + 1) * self.micro_batch)
+
+    def _run_phase(self, phase_idx: int, phase: str, batches: list[Any], ctxs: list[dict], step: int):
+        cfg, accum = self.cfg, self.cfg.grad_accum
+        module, opt = self.wrapped[phase], self.optimizers[phase]
+        opt.zero_grad(set_to_none=True)
+        logs: dict[str, torch.Tensor] = {}
+        for m in range(accum):
+            rng = BatchRandom(mix_seed(cfg.seed, phase_idx), step, self._rows(m), cfg.batch_size, self.device)
+            sync = m == accum - 1 or not isinstance(module, DistributedDataParallel)
+            with contextlib.nullcontext() if sync else module.no_sync():
+                with autocast_context(self.device, cfg.precision):
+                    out = self.task.phase_loss(phase, self.wrapped, batches[m], ctxs[m], rng, step)
+                self.scaler.scale(out.loss / accum).backward()
+            items = {f"{phase}/loss" if phase != "model" else "loss": out.loss, **out.logs}
+            for k, v in items.items():
+                v = torch.as_tensor(v, dtype=torch.float32).detach().to(self.device)
+                logs[k] = logs.get(k, 0.0) + v / accum
+        self.scaler.unscale_(opt)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        logs[f"{phase}/grad_norm" if phase != "model" else "grad_norm"] = grad_norm.detach().float()
+        return opt, logs
+
+    def _train_step(self, step: int, stop_requested: bool, time_up: bool) -> tuple[dict[str, float], bool]:
+        cfg = self.cfg
+        torch.manual_seed(
+            mix_seed(cfg.seed, step, self.dist.rank, 101)
+        )  # dropout & co. depend on the step only
+        indices = self.sampler.indices(step)
+        batches = [self.task.get_batch(indices[self._rows(m)], self.device) for m in range(cfg.grad_accum)]
+        ctxs: list[dict] = [{} for _ in range(cfg.grad_accum)]
+        logs: dict[str, torch.Tensor] = {}
+        for phase_idx, phase in enumerate(self.task.phases(step)):
+            opt, phase_logs = self._run_phase(phase_idx, phase, batches, ctxs, step)
+            # the phases of one step are independent optimisers; stepping each right after its backward
+            # keeps the next phase seeing updated weights, as alternating GAN training expects
+            self._check_finite(phase_logs, step)  # also replaces each value by its mean over ranks
+            logs.update(phase_logs)
+            self.scaler.step(opt)
+            self.scaler.update()
+            self.schedulers[phase].step()
+            if phase == "model":
+                self.ema.update(self.task.model)
+        flags = torch.tensor([float(stop_requested), float(time_up)], device=self.device)
+        flags = all_reduce_mean(flags)  # any rank asking to stop stops everyone, at the same step
+        return {k: float(v) for k, v in logs.items()}, bool(flags.max() > 0)
+
+    def _check_finite(self, logs: dict[str, torch.Tensor], step: int) -> None:
+        names = list(logs)
+        values = all_reduce_mean(torch.stack([logs[k] for k in names]))
+        bad = [n for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
+        if bad and not self.scaler.is_enabled():
+            last = ckpt.latest_checkpoint(self.ckpt_root)
+            raise TrainingDiverged(
+                f"{', '.join(bad)} became non-finite at step {step + 1}; training stopped without saving. "
+                f"Last good checkpoint: {last or 'none yet'}. Lower train.lr, raise train.warmup_steps or "
+                "check the data, then resume with --resume."
+            )
+        for n, v in zip(names, values, strict=True):
+            logs[n] = v
+
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train to `cfg.steps` (or the time budget); returns the logged history."""
+        cfg = self.cfg
+        if resume and not self.resume():
+            log.info("no checkpoint in %s: starting from scratch", self.ckpt_root)
+        self.sampler = GlobalBatchSampler(self.task.num_items(), cfg.batch_size, cfg.seed)
+        writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "logs" / self.task.name), purge_step=self.step + 1)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=f"train {self.task.name}",
+            unit="step",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+        )
+        start, images_seen, first_step = time.perf_counter(), 0, self.step
+        for m in self.modules.values():
+            m.train()
+        with _StopFlag() as interrupt:
+            while self.step < cfg.steps:
+                elapsed = (time.perf_counter() - start) / 60
+                time_up = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes
+                logs, stop = self._train_step(self.step, interrupt.requested, time_up)
+                self.step += 1
+                images_seen += cfg.batch_size
+                bar.update(1)
+                rate = images_seen / max(1e-9, time.perf_counter() - start)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
+                    logs.update(
+                        {
+                            "images_per_s": rate,
+                            "lr": self.schedulers["model"].get_last_lr()[0],
+                            "step": self.step,
+                            "minutes": (time.perf_counter() - start) / 60,
+                        }
+                    )
+                    self.history.append(logs)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{rate:.0f}")
+                    if writer:
+                        for k, v in logs.items():
+                            if k != "step":
+                                writer.add_scalar(f"{self.task.name}/{k}", v, self.step)
+                self._periodic(writer, stop)
+                if stop:
+                    break
+        bar.close()
+        if self.step > first_step:
+            self.save_checkpoint()
+        if writer:
+            writer.close()
+        if interrupt.requested:
+            raise KeyboardInterrupt(f"training interrupted at step {self.step}; resume with --resume")
+        return self.history
+
+    def _periodic(self, writer, stop: bool) -> None:
+        cfg, step = self.cfg, self.step
+        final = step == cfg.steps or stop
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not final:
+            self.save_checkpoint()
+        want_eval = (cfg.eval_every and step % cfg.eval_every == 0) or final
+        want_samples = (cfg.sample_every and step % cfg.sample_every == 0) or final
+        if not (want_eval or want_samples) or not self.dist.is_main:
+            return
+        ema_model = self._ema_model()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if want_eval:
+                metrics = self.task.evaluate(ema_model, step)
+                if metrics:
+                    self.history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                    if writer:
+                        for k, v in metrics.items():
+                            writer.add_scalar(f"{self.task.name}/eval/{k}", v, step)
+            if want_samples:
+                grid = self.task.samples(ema_model, step)
+                if grid is not None:
+                    path = self.run_dir / "samples" / f"{self.task.name}_step_{step:08d}.png"
+                    save_grid(path, grid, upscale=max(1, 128 // grid.shape[-1]))
+                    if writer:
+                        from latentdiff.io.images import make_grid
+
+                        writer.add_image(f"{self.task.name}/samples", (make_grid(grid) + 1) / 2, step)
+        for m in self.modules.values():
+            m.train()
+
+    def _ema_model(self) -> nn.Module:
+        """A copy of the model carrying the EMA weights, in eval mode."""
+        import copy
+
+        model = copy.deepcopy(self.task.model)
+        self.ema.copy_to(model)
+        return model.eval()

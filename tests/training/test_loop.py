@@ -1,0 +1,129 @@
+"""The training loop: exact resume (also after kill -9), NaN guard, DDP equivalence, fp16 refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentdiff.io.checkpoint import load_model_folder
+from latentdiff.training.checkpoints import checkpoint_root, list_checkpoints
+from latentdiff.training.config import TrainConfig
+from latentdiff.training.loop import Trainer, TrainingDiverged
+
+HERE = Path(__file__).parent
+TOY = HERE / "toy_task.py"
+sys.path.insert(0, str(HERE))
+from toy_task import ToyTask  # noqa: E402
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=12, batch_size=16, lr=1e-2, warmup_steps=3, checkpoint_every=4, keep_last=3, log_every=1,
+                ema_decay=0.9, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _run_toy(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOY), str(run_dir), *args], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+    full = ToyTask()
+    Trainer(full, _cfg(), tmp_path / "full", progress=False).fit()
+
+    part = ToyTask()
+    Trainer(part, _cfg(steps=5), tmp_path / "part", progress=False).fit()
+    resumed = ToyTask()
+    Trainer(resumed, _cfg(), tmp_path / "part", progress=False).fit(resume=True)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    _, ema_full = load_model_folder(tmp_path / "full" / "toy", weights="ema")
+    _, ema_res = load_model_folder(tmp_path / "part" / "toy", weights="ema")
+    for k in ema_full:
+        assert torch.equal(ema_full[k], ema_res[k]), k
+
+
+def test_kill_9_then_resume_gives_identical_weights(tmp_path):
+    ref = _run_toy(tmp_path / "ref", "--out", str(tmp_path / "ref_out"))
+    assert ref.returncode == 0, ref.stderr
+    killed = _run_toy(tmp_path / "run", "--kill-at", "9")
+    assert killed.returncode == -9, killed.stderr  # really killed by SIGKILL mid-run
+    steps = [s for s, _ in list_checkpoints(checkpoint_root(tmp_path / "run", "toy"))]
+    assert steps == [4, 8]
+    resumed = _run_toy(tmp_path / "run", "--resume", "--out", str(tmp_path / "res_out"))
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "ref_out" / "rank0.json").read_text())
+    b = json.loads((tmp_path / "res_out" / "rank0.json").read_text())
+    assert a["params"] == b["params"]
+    assert a["losses"][-4:] == b["losses"][-4:]
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    one, two = ToyTask(), ToyTask()
+    h1 = Trainer(one, _cfg(steps=6), tmp_path / "a", progress=False).fit()
+    h2 = Trainer(two, _cfg(steps=6, grad_accum=2), tmp_path / "b", progress=False).fit()
+    l1 = torch.tensor([h["loss"] for h in h1 if "loss" in h])
+    l2 = torch.tensor([h["loss"] for h in h2 if "loss" in h])
+    torch.testing.assert_close(l1, l2, rtol=0, atol=1e-5)
+    for k, v in one.model.state_dict().items():
+        torch.testing.assert_close(v, two.model.state_dict()[k], rtol=0, atol=1e-5)
+
+
+def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
+    task = ToyTask(nan_at=6)
+    trainer = Trainer(task, _cfg(steps=12, checkpoint_every=2), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"loss.* became non-finite at step 7.*step_00000006"):
+        trainer.fit()
+    steps = [s for s, _ in list_checkpoints(checkpoint_root(tmp_path, "toy"))]
+    assert steps[-1] == 6
+    _, state = load_model_folder(tmp_path / "toy")
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16 is not supported on cpu.*bf16"):
+        Trainer(ToyTask(), _cfg(precision="fp16"), tmp_path, progress=False)
+
+
+def test_bf16_autocast_trains(tmp_path):
+    task = ToyTask()
+    hist = Trainer(task, _cfg(steps=8, precision="bf16"), tmp_path, progress=False).fit()
+    losses = [h["loss"] for h in hist if "loss" in h]
+    assert losses[-1] < losses[0]
+
+
+def test_keep_last_prunes_old_checkpoints(tmp_path):
+    Trainer(ToyTask(), _cfg(steps=12, checkpoint_every=2, keep_last=2), tmp_path, progress=False).fit()
+    assert [s for s, _ in list_checkpoints(checkpoint_root(tmp_path, "toy"))] == [10, 12]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_process_ddp_matches_single_process(tmp_path):
+    single = _run_toy(tmp_path / "single", "--batch", "16", "--out", str(tmp_path / "single_out"))
+    assert single.returncode == 0, single.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TOY), str(tmp_path / "ddp"), "--batch", "16", "--out", str(tmp_path / "ddp_out")]
+    ddp = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    r0 = json.loads((tmp_path / "ddp_out" / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "ddp_out" / "rank1.json").read_text())
+    ref = json.loads((tmp_path / "single_out" / "rank0.json").read_text())
+    assert r0["params"] == r1["params"]  # every rank ends with identical parameters
+    torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref["losses"]), rtol=0, atol=1e-5)
+    for k in ref["params"]:
+        torch.testing.assert_close(torch.tensor(r0["params"][k]), torch.tensor(ref["params"][k]), rtol=0,
+                                   atol=1e-5)
