@@ -1,1 +1,28 @@
-"""data"""
+"""Image folders, built-in datasets and the latent cache (see docs/architecture.md, "Data")."""
+
+from latentdiff.data.builtin import BUILTIN, builtin_names, list_datasets, load_builtin
+from latentdiff.data.dataset import ArrayImageDataset, ImageDataset, class_index
+from latentdiff.data.export import export_dataset
+from latentdiff.data.image_convert import IMAGE_EXTENSIONS
+from latentdiff.data.image_folder import ImageFolder
+from latentdiff.data.latent_cache import LatentCache, encode_dataset
+from latentdiff.data.load import load_dataset
+from latentdiff.data.source import DatasetNotInstalled, data_root
+
+__all__ = [
+    "BUILTIN",
+    "IMAGE_EXTENSIONS",
+    "ArrayImageDataset",
+    "DatasetNotInstalled",
+    "ImageDataset",
+    "ImageFolder",
+    "LatentCache",
+    "builtin_names",
+    "class_index",
+    "data_root",
+    "encode_dataset",
+    "export_dataset",
+    "list_datasets",
+    "load_builtin",
+    "load_dataset",
+]

