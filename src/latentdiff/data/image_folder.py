@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from latentdiff.data.dataset import ImageDataset, spread_indices
-from latentdiff.data.image_convert import IMAGE_EXTENSIONS, image_to_array
+from latentdiff.data.dataset import ImageDataset, spread_indices, uint8_to_float
+from latentdiff.data.image_convert import IMAGE_EXTENSIONS, image_to_array, to_channels
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,22 @@ def read_image(path: Path) -> Image.Image:
     with Image.open(path) as img:
         img.load()
         return ImageOps.exif_transpose(img)
+
+
+def load_image_file(path: str | Path, channels: int, resolution: int | None = None) -> torch.Tensor:
+    """One image file → CHW float32 in [-1, 1], with the same conversion as `ImageFolder` (and its resize
+    + centre crop when `resolution` is given); an unreadable file raises ValueError naming it."""
+    path = Path(path)
+    try:
+        img = read_image(path)
+    except _UNREADABLE as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    if resolution is None:
+        arr = np.asarray(to_channels(img, channels), dtype=np.uint8)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    else:
+        arr = image_to_array(img, resolution, channels)
+    return uint8_to_float(arr[None])[0]
 
 
 class ImageFolder(ImageDataset):

@@ -64,24 +64,3 @@ def save_images(folder: str | Path, images: torch.Tensor, names: Sequence[str] |
         to_pil(img).save(p)
         paths.append(p)
     return paths
-
-
-def load_image(path: str | Path, channels: int, size: int | None = None) -> torch.Tensor:
-    """One image file → CHW float in [-1, 1] (RGBA composited on white), optionally resized square."""
-    path = Path(path)
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    img = img.convert("L" if channels == 1 else "RGB")
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from latentdiff.config import to_dict
 from latentdiff.io.checkpoint import CheckpointError, load_tensors
-from latentdiff.io.images import save_grid
+from latentdiff.io.images import make_grid, save_grid
 from latentdiff.training import checkpoints as ckpt
 from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_seed
 from latentdiff.training.config import TrainConfig
@@ -362,11 +362,10 @@ class Trainer:
                 grid = self.task.samples(ema_model, step)
                 if grid is not None:
                     path = self.run_dir / "samples" / f"{self.task.name}_step_{step:08d}.png"
-                    save_grid(path, grid, upscale=max(1, 128 // grid.shape[-1]))
+                    nrow = getattr(self.task, "grid_nrow", None)
+                    save_grid(path, grid, nrow=nrow, upscale=max(1, 128 // grid.shape[-1]))
                     if writer:
-                        from latentdiff.io.images import make_grid
-
-                        writer.add_image(f"{self.task.name}/samples", (make_grid(grid) + 1) / 2, step)
+                        writer.add_image(f"{self.task.name}/samples", (make_grid(grid, nrow) + 1) / 2, step)
         for m in self.modules.values():
             m.train()
 

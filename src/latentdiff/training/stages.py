@@ -1,0 +1,91 @@
+"""Configuration of the two training stages (one dataclass each, YAML in and out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from latentdiff.autoencoder.config import AutoencoderConfig
+from latentdiff.autoencoder.losses import AutoencoderLossConfig
+from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.nets.unet import UNetConfig
+from latentdiff.training.config import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    """Which images a stage trains on: a built-in name (`fashion-mnist`, `emoji`, `mnist`, `digits`) or a
+    folder. `resolution`/`channels` of None keep the data's own; `eval_split` feeds held-out metrics."""
+
+    dataset: str = "fashion-mnist"
+    split: str = "train"
+    resolution: int | None = 32
+    channels: int | None = None
+    flip: bool = False
+    limit: int | None = None
+    eval_split: str = "test"
+    eval_images: int = 256
+
+
+@dataclass
+class AutoencoderStage:
+    """Stage 1: train the perceptual-compression autoencoder, then measure its latent statistics."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    loss: AutoencoderLossConfig = field(default_factory=lambda: AutoencoderLossConfig(disc_weight=0.0))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            steps=6000,
+            batch_size=64,
+            lr=4e-4,
+            warmup_steps=200,
+            lr_schedule="cosine",
+            ema_decay=0.999,
+            checkpoint_every=1000,
+            eval_every=1000,
+            sample_every=1000,
+        )
+    )
+    stats_images: int = 10_000
+    per_channel_stats: bool = False
+    shift: Literal["mean", "zero"] = "mean"
+
+
+@dataclass
+class DiffusionStage:
+    """Stage 2: a DDPM U-Net on the (scaled) latents of the frozen autoencoder.
+
+    The U-Net's in/out channels, sample size and number of classes are filled in from the latent cache;
+    `conditional="auto"` trains a class-conditional model (with label dropout for classifier-free
+    guidance) whenever the data has labels.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    unet: UNetConfig = field(
+        default_factory=lambda: UNetConfig(
+            base_channels=64, channel_mult=(1, 2, 2), attention_levels=(1, 2), head_channels=32
+        )
+    )
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            steps=8000,
+            batch_size=128,
+            lr=3e-4,
+            warmup_steps=200,
+            ema_decay=0.999,
+            checkpoint_every=1000,
+            sample_every=1000,
+        )
+    )
+    conditional: Literal["auto", "yes", "no"] = "auto"
+    label_dropout: float = 0.1
+    encode_batch_size: int = 256
+    sample_sampler: str = "dpmpp_2m"
+    sample_steps: int = 20
+    sample_guidance: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
