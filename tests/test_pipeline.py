@@ -1,0 +1,159 @@
+"""LatentDiffusionPipeline: determinism, img2img, inpainting, interpolation, guidance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentdiff.io.checkpoint import CheckpointError
+from latentdiff.pipeline import LatentDiffusionPipeline, slerp
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_run):
+    p = LatentDiffusionPipeline.from_pretrained(tiny_run, device="cpu")
+    p.progress = False
+    return p
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from latentdiff.data.load import load_dataset
+
+    images, labels = load_dataset("digits", "test", 8, 1, limit=6).get_batch(range(6))
+    return images, labels
+
+
+def test_same_seed_same_images_other_seed_differs(pipe):
+    a = pipe(num_images=4, steps=5, seed=3, output_type="pt", class_labels=[0, 1, 2, 3], guidance_scale=2.0)
+    b = pipe(num_images=4, steps=5, seed=3, output_type="pt", class_labels=[0, 1, 2, 3], guidance_scale=2.0)
+    c = pipe(num_images=4, steps=5, seed=4, output_type="pt", class_labels=[0, 1, 2, 3], guidance_scale=2.0)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    for sampler in ("ddpm", "ddim", "euler", "heun"):  # stochastic ones too: all noise comes from the seed
+        x = pipe(num_images=2, steps=4, sampler=sampler, seed=1, output_type="pt")
+        y = pipe(num_images=2, steps=4, sampler=sampler, seed=1, output_type="pt")
+        assert torch.equal(x, y), sampler
+
+
+def test_batch_size_does_not_change_deterministic_samples(pipe):
+    a = pipe(num_images=6, steps=4, seed=0, output_type="pt", batch_size=6)
+    b = pipe(num_images=6, steps=4, seed=0, output_type="pt", batch_size=4)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_output_types(pipe):
+    pil = pipe(num_images=2, steps=2, seed=0)
+    arr = pipe(num_images=2, steps=2, seed=0, output_type="np")
+    assert pil[0].size == (8, 8) and pil[0].mode == "L"
+    assert arr.shape == (2, 8, 8, 1) and arr.dtype.name == "uint8"
+    assert (torch.from_numpy(arr[1, ..., 0]) == torch.tensor(list(pil[1].get_flattened_data())).reshape(8, 8)).all()
+
+
+def test_img2img_strength_zero_is_the_reconstruction(pipe, digits):
+    images, _ = digits
+    out = pipe.img2img(images, strength=0.0, steps=10, seed=0)
+    assert torch.equal(out, pipe.reconstruct(images))
+    changed = pipe.img2img(images, strength=0.8, steps=10, seed=0)
+    assert not torch.allclose(changed, out)
+
+
+def _pixel_space_pipeline() -> LatentDiffusionPipeline:
+    """Identity autoencoder (f = 1) + an untrained U-Net: decoding is exact, so what inpainting keeps can be
+    checked to float precision whatever the networks learned."""
+    from latentdiff.autoencoder.config import AutoencoderConfig
+    from latentdiff.autoencoder.model import Autoencoder
+    from latentdiff.diffusion.config import DiffusionConfig
+    from latentdiff.nets.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(kind="identity", in_channels=1, latent_channels=1, scale_factor=1.5,
+                                       shift_factor=-0.2))
+    unet = UNet(UNetConfig(in_channels=1, out_channels=1, sample_size=8, base_channels=16, channel_mult=(1, 2),
+                           num_res_blocks=1, attention_levels=(), mid_attention=False, groups=8))
+    p = LatentDiffusionPipeline(ae, unet, DiffusionConfig(), device="cpu")
+    p.progress = False
+    return p
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "euler"])
+def test_inpaint_keeps_unmasked_region(digits, sampler):
+    pipe = _pixel_space_pipeline()
+    images, _ = digits
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 1:5] = 1
+    out = pipe.inpaint(images, mask, steps=8, sampler=sampler, seed=0)
+    recon = pipe.reconstruct(images)
+    keep = mask.expand_as(out) == 0
+    # stated tolerance: 1e-5 (the only difference is float rounding of the latent scale and shift)
+    torch.testing.assert_close(out[keep], recon[keep], rtol=0, atol=1e-5)
+    assert (out[~keep] - recon[~keep]).abs().mean() > 0.05  # the masked region was regenerated
+
+
+def test_inpaint_in_latent_space_regenerates_only_near_the_mask(pipe, digits):
+    images, _ = digits
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :, :2] = 1
+    out = pipe.inpaint(images, mask, steps=8, seed=0)
+    recon = pipe.reconstruct(images)
+    changed_masked = (out[..., :2] - recon[..., :2]).abs().mean()
+    changed_far = (out[..., 6:] - recon[..., 6:]).abs().mean()
+    assert changed_masked > changed_far
+
+
+def test_inpaint_mask_of_wrong_size_is_rejected(pipe, digits):
+    with pytest.raises(ValueError, match="mask size"):
+        pipe.inpaint(digits[0], torch.ones(1, 1, 6, 6), steps=2)
+
+
+def test_interpolate_endpoints_equal_plain_sampling(pipe):
+    walk = pipe.interpolate(11, 22, n=4, steps=5, class_labels=3, guidance_scale=1.5)
+    a = pipe(num_images=1, steps=5, seed=11, class_labels=3, guidance_scale=1.5, output_type="pt")
+    b = pipe(num_images=1, steps=5, seed=22, class_labels=3, guidance_scale=1.5, output_type="pt")
+    assert torch.equal(walk[0], a[0]) and torch.equal(walk[-1], b[0])
+
+
+def test_slerp_endpoints_and_norm():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 8, generator=g)
+    assert torch.equal(slerp(a, b, 0.0), a) and torch.equal(slerp(a, b, 1.0), b)
+    mid = slerp(a, b, 0.5)
+    assert abs(mid.norm() - (a.norm() + b.norm()) / 2) / a.norm() < 0.05  # stays on the shell, unlike lerp
+
+
+def test_guidance_one_equals_conditional_model(pipe):
+    labels = torch.tensor([5, 7])
+    x = torch.randn(2, *pipe.latent_shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500, 500])
+    from latentdiff.diffusion.guidance import Denoiser
+
+    guided = Denoiser(pipe.unet, pipe.schedule, "eps", labels, 1.0, pipe.unet.null_class)(x, t)
+    plain = pipe.unet(x, t, labels)
+    assert torch.equal(guided[1], plain)
+    a = pipe(num_images=2, steps=3, seed=0, class_labels=[5, 7], guidance_scale=1.0, output_type="pt")
+    assert a.shape == (2, 1, 8, 8)
+
+
+def test_class_names_and_errors(pipe):
+    assert pipe.class_index("7") == 7
+    with pytest.raises(ValueError, match="unknown class 'cat'; valid classes: 0, 1"):
+        pipe(num_images=1, steps=2, class_labels="cat")
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        pipe(num_images=1, steps=0)
+    with pytest.raises(ValueError, match="guidance_scale != 1 needs class_labels"):
+        pipe(num_images=1, steps=2, guidance_scale=3.0)
+
+
+def test_denoising_trajectory_ends_at_the_sample(pipe):
+    frames = pipe.denoising_trajectory(num_images=1, steps=5, at=[0, 4], seed=2)
+    assert [f[0] for f in frames] == [0, 4]
+    final = pipe(num_images=1, steps=5, seed=2, output_type="pt")
+    torch.testing.assert_close(pipe.decode(frames[-1][2]), final, rtol=0, atol=1e-6)
+
+
+def test_missing_run_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="run folder not found"):
+        LatentDiffusionPipeline.from_pretrained(tmp_path / "nope")
+    (tmp_path / "autoencoder").mkdir()
+    with pytest.raises(CheckpointError, match="no trained autoencoder"):
+        LatentDiffusionPipeline.from_pretrained(tmp_path)
