@@ -39,13 +39,23 @@ from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionSt
 log = logging.getLogger(__name__)
 
 
-def _data(quick: bool) -> DataConfig:
-    return DataConfig(dataset="fashion-mnist", resolution=32, eval_images=256, limit=6000 if quick else None)
+PRESETS = ("full", "quick", "tiny")
+# per preset: training images, Stage 1 steps, Stage 2 steps, minutes cap per stage, test images measured
+_BUDGET = {
+    "full": (None, 2400, 3500, (4.5, 7.0), None),
+    "quick": (6000, 150, 200, (1.0, 1.0), 2000),
+    "tiny": (512, 10, 10, (0.5, 0.5), 256),
+}
 
 
-def autoencoder_stage(quick: bool = False) -> AutoencoderStage:
+def _data(preset: str) -> DataConfig:
+    return DataConfig(dataset="fashion-mnist", resolution=32, eval_images=256, limit=_BUDGET[preset][0])
+
+
+def autoencoder_stage(preset: str = "full") -> AutoencoderStage:
+    limit, steps, _, minutes, _ = _BUDGET[preset]
     return AutoencoderStage(
-        data=_data(quick),
+        data=_data(preset),
         model=AutoencoderConfig(
             kind="kl",
             base_channels=32,
@@ -58,24 +68,25 @@ def autoencoder_stage(quick: bool = False) -> AutoencoderStage:
         ),
         loss=AutoencoderLossConfig(recon_kind="l1", disc_weight=0.0),
         train=TrainConfig(
-            steps=150 if quick else 2400,
+            steps=steps,
             batch_size=64,
             lr=1e-3,
-            warmup_steps=50,
+            warmup_steps=min(50, steps // 2),
             lr_schedule="cosine",
             ema_decay=0.995,
             checkpoint_every=500,
             eval_every=0,
             sample_every=0,
-            max_minutes=1.0 if quick else 4.5,
+            max_minutes=minutes[0],
         ),
-        stats_images=2000 if quick else 10_000,
+        stats_images=min(10_000, limit or 10_000),
     )
 
 
-def diffusion_stage(quick: bool = False) -> DiffusionStage:
+def diffusion_stage(preset: str = "full") -> DiffusionStage:
+    _, _, steps, minutes, _ = _BUDGET[preset]
     return DiffusionStage(
-        data=_data(quick),
+        data=_data(preset),
         unet=UNetConfig(
             base_channels=64,
             channel_mult=(1, 2),
@@ -86,15 +97,15 @@ def diffusion_stage(quick: bool = False) -> DiffusionStage:
         ),
         diffusion=DiffusionConfig(schedule="linear", prediction="eps", loss_weighting="min_snr"),
         train=TrainConfig(
-            steps=200 if quick else 3500,
+            steps=steps,
             batch_size=128,
             lr=1e-3,
-            warmup_steps=100,
+            warmup_steps=min(100, steps // 2),
             lr_schedule="cosine",
             ema_decay=0.999,
             checkpoint_every=500,
             sample_every=0,
-            max_minutes=1.0 if quick else 7.0,
+            max_minutes=minutes[1],
         ),
         conditional="yes",
         label_dropout=0.1,
@@ -130,11 +141,14 @@ def _run_stage(run_dir: Path, name: str, stage: Any, train) -> dict[str, Any]:
     return {**record, "reused": False}
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0) -> DemoResult:
-    """Train both stages (or reuse them), then write samples.png, how_it_works.png and report.md."""
+def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0) -> DemoResult:
+    """Train both stages (or reuse them), then write samples.png, how_it_works.png and report.md.
+    `preset` "quick" is a ~2-minute version, "tiny" a smoke test of a few seconds of training."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     run_dir = Path(out)
     t0 = time.perf_counter()
-    ae_stage, dm_stage = autoencoder_stage(quick), diffusion_stage(quick)
+    ae_stage, dm_stage = autoencoder_stage(preset), diffusion_stage(preset)
     ae_stage = dataclasses.replace(ae_stage, train=dataclasses.replace(ae_stage.train, seed=seed))
     dm_stage = dataclasses.replace(dm_stage, train=dataclasses.replace(dm_stage.train, seed=seed))
     stage1 = _run_stage(
@@ -147,7 +161,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0) 
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
     test = load_dataset("fashion-mnist", "test", 32, 1)
     start = time.perf_counter()
-    recon = evaluate_autoencoder(pipe.autoencoder, test, limit=2000 if quick else None)
+    recon = evaluate_autoencoder(pipe.autoencoder, test, limit=_BUDGET[preset][4])
     eval_minutes = (time.perf_counter() - start) / 60
 
     per_class = 8
@@ -182,7 +196,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0) 
     }
     metrics["total_minutes"] = (time.perf_counter() - t0) / 60
     write_json(metrics, run_dir / "metrics.json")
-    report = write_report(run_dir, pipe, ae_stage, dm_stage, stage1, stage2, metrics, quick)
+    report = write_report(run_dir, pipe, ae_stage, dm_stage, stage1, stage2, metrics, preset)
     return DemoResult(run_dir, samples, figure, report, metrics)
 
 
@@ -237,7 +251,7 @@ def write_report(
     stage1: dict,
     stage2: dict,
     metrics: dict,
-    quick: bool,
+    preset: str,
 ) -> Path:
     recon = metrics["reconstruction"]
     c, h, w = pipe.latent_shape
@@ -245,7 +259,8 @@ def write_report(
     reused = lambda rec: " (reused from an earlier run)" if rec["reused"] else ""  # noqa: E731
     fid = metrics.get("fid")
     lines = [
-        f"# latentdiff demo{' (quick)' if quick else ''}: class-conditional LDM on Fashion-MNIST",
+        f"# latentdiff demo{f' ({preset} preset)' if preset != 'full' else ''}: class-conditional LDM on "
+        "Fashion-MNIST",
         "",
         "![samples](samples.png)",
         "",

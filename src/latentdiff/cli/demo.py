@@ -16,7 +16,13 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
         formatter_class=formatter,
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--quick", action="store_true", help="a ~2-minute version (small budgets) for smoke tests")
+    p.add_argument("--quick", action="store_true", help="a ~2-minute version (small budgets)")
+    p.add_argument(
+        "--preset",
+        choices=("full", "quick", "tiny"),
+        default=None,
+        help="training budget; --quick is --preset quick, tiny is a seconds-long smoke test",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
@@ -24,7 +30,8 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
 def cmd_demo(args: argparse.Namespace) -> str:
     from latentdiff.demo import run_demo
 
-    result = run_demo(args.out, quick=args.quick, seed=args.seed)
+    preset = args.preset or ("quick" if args.quick else "full")
+    result = run_demo(args.out, preset=preset, seed=args.seed)
     m = result.metrics
     return (
         f"done in {m['total_minutes']:.1f} min — results in {result.run_dir}/:\n"

@@ -39,8 +39,12 @@ def refuse_pickle(path: str | Path) -> None:
     looks_pickled = path.suffix.lower() in PICKLE_SUFFIXES
     if not looks_pickled and path.is_file():
         with open(path, "rb") as f:
-            head = f.read(2)
-        looks_pickled = head[:1] == b"\x80" or head == b"PK"  # pickle protocol 2+ / torch zip archive
+            head = f.read(9)
+        # a safetensors file starts with its header length (8 bytes, little endian) and then "{": its first
+        # byte may well be 0x80, so recognise the layout before sniffing for pickle magic
+        header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+        is_safetensors = head[8:9] == b"{" and 0 < 8 + header_len <= path.stat().st_size
+        looks_pickled = not is_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK")
     if looks_pickled:
         raise CheckpointError(
             f"refusing to load {path}: it is a pickle-based checkpoint, and unpickling can execute arbitrary "
