@@ -32,7 +32,12 @@ def spread_indices(count: int, limit: int | None) -> np.ndarray:
 
 def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) → float32 in [-1, 1] (0 → -1, 255 → +1 exactly)."""
-    x = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        # memory-mapped caches are read-only; torch wants a writable buffer, and the float copy follows anyway
+        images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)
+        x = torch.from_numpy(images)
+    else:
+        x = images
     return x.to(torch.float32).div_(127.5).sub_(1.0)
 
 
