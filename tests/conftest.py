@@ -17,25 +17,41 @@ TINY_DATA = DataConfig(dataset="digits", resolution=8, eval_images=64)
 
 
 def tiny_autoencoder_stage(**model) -> AutoencoderStage:
-    cfg = dict(kind="kl", base_channels=16, channel_mult=(1, 2), num_res_blocks=1, latent_channels=4,
-               mid_attention=False, groups=8)
+    cfg = dict(
+        kind="kl",
+        base_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        latent_channels=4,
+        mid_attention=False,
+        groups=8,
+    )
     cfg.update(model)
     return AutoencoderStage(
         data=TINY_DATA,
         model=AutoencoderConfig(**cfg),
-        train=TrainConfig(steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5,
-                          device="cpu"),
+        train=TrainConfig(
+            steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device="cpu"
+        ),
         stats_images=500,
     )
 
 
 def tiny_diffusion_stage(**train) -> DiffusionStage:
-    tcfg = dict(steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device="cpu")
+    tcfg = dict(
+        steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device="cpu"
+    )
     tcfg.update(train)
     return DiffusionStage(
         data=TINY_DATA,
-        unet=UNetConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
-                        head_channels=16, groups=8),
+        unet=UNetConfig(
+            base_channels=16,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_levels=(1,),
+            head_channels=16,
+            groups=8,
+        ),
         diffusion=DiffusionConfig(),
         train=TrainConfig(**tcfg),
         conditional="yes",

@@ -12,13 +12,44 @@ from PIL import Image
 
 from latentdiff.cli import main
 
-TINY_AE = ["--set", "model.base_channels=16", "--set", "model.groups=8", "--set", "model.num_res_blocks=1",
-           "--set", "model.mid_attention=false", "--set", "stats_images=300", "--set", "train.warmup_steps=2",
-           "--set", "train.checkpoint_every=5", "--set", "data.eval_images=32"]
-TINY_UNET = ["--set", "unet.base_channels=16", "--set", "unet.groups=8", "--set", "unet.num_res_blocks=1",
-             "--set", "unet.channel_mult=[1,2]", "--set", "unet.attention_levels=[1]",
-             "--set", "unet.head_channels=16", "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=5",
-             "--set", "sample_steps=2"]
+TINY_AE = [
+    "--set",
+    "model.base_channels=16",
+    "--set",
+    "model.groups=8",
+    "--set",
+    "model.num_res_blocks=1",
+    "--set",
+    "model.mid_attention=false",
+    "--set",
+    "stats_images=300",
+    "--set",
+    "train.warmup_steps=2",
+    "--set",
+    "train.checkpoint_every=5",
+    "--set",
+    "data.eval_images=32",
+]
+TINY_UNET = [
+    "--set",
+    "unet.base_channels=16",
+    "--set",
+    "unet.groups=8",
+    "--set",
+    "unet.num_res_blocks=1",
+    "--set",
+    "unet.channel_mult=[1,2]",
+    "--set",
+    "unet.attention_levels=[1]",
+    "--set",
+    "unet.head_channels=16",
+    "--set",
+    "train.warmup_steps=2",
+    "--set",
+    "train.checkpoint_every=5",
+    "--set",
+    "sample_steps=2",
+]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -30,8 +61,19 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_help_lists_every_command_with_an_example(capsys):
     out = subprocess.run([sys.executable, "-m", "latentdiff", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    commands = ("train-autoencoder", "encode", "train-diffusion", "sample", "img2img", "inpaint", "interpolate",
-                "eval-autoencoder", "data", "demo", "import-autoencoder")
+    commands = (
+        "train-autoencoder",
+        "encode",
+        "train-diffusion",
+        "sample",
+        "img2img",
+        "inpaint",
+        "interpolate",
+        "eval-autoencoder",
+        "data",
+        "demo",
+        "import-autoencoder",
+    )
     for cmd in commands:
         assert cmd in out.stdout
         with pytest.raises(SystemExit) as exit_info:
@@ -43,55 +85,154 @@ def test_help_lists_every_command_with_an_example(capsys):
 def test_data_list_and_export(capsys, tmp_path):
     code, out, _ = run(capsys, "data", "list")
     assert code == 0 and "fashion-mnist" in out and "digits" in out
-    code, out, _ = run(capsys, "data", "export", "digits", str(tmp_path / "d"), "--split", "test", "--limit", "20")
+    code, out, _ = run(
+        capsys, "data", "export", "digits", str(tmp_path / "d"), "--split", "test", "--limit", "20"
+    )
     assert code == 0 and "wrote 20 images" in out
     assert len(list((tmp_path / "d").rglob("*.png"))) == 20
 
 
 def test_train_encode_train_diffusion_flow(capsys, tmp_path):
     run_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train-autoencoder", "--data", "digits", "--resolution", "8", "--kind", "kl",
-                         "--f", "2", "--steps", "6", "--batch-size", "16", "--out", str(run_dir), *TINY_AE)
+    code, out, err = run(
+        capsys,
+        "train-autoencoder",
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        "--kind",
+        "kl",
+        "--f",
+        "2",
+        "--steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--out",
+        str(run_dir),
+        *TINY_AE,
+    )
     assert code == 0, err
     cfg = json.loads((run_dir / "autoencoder" / "config.json").read_text())
     assert cfg["latent_stats_images"] == 300 and cfg["channel_mult"] == [1, 2]
     code, out, err = run(capsys, "encode", str(run_dir), "--data", "digits", "--out", str(tmp_path / "cache"))
     assert code == 0 and "1618 latents of shape (4, 4, 4)" in out, err
-    code, out, err = run(capsys, "train-diffusion", "--out", str(run_dir), "--latents", str(tmp_path / "cache"),
-                         "--steps", "6", "--batch-size", "16", *TINY_UNET)
+    code, out, err = run(
+        capsys,
+        "train-diffusion",
+        "--out",
+        str(run_dir),
+        "--latents",
+        str(tmp_path / "cache"),
+        "--steps",
+        "6",
+        "--batch-size",
+        "16",
+        *TINY_UNET,
+    )
     assert code == 0, err
     assert (run_dir / "unet" / "ema.safetensors").is_file() and (run_dir / "scheduler.json").is_file()
     # resume of a finished run is a no-op that still succeeds
-    code, _, err = run(capsys, "train-diffusion", "--out", str(run_dir), "--latents", str(tmp_path / "cache"),
-                       "--steps", "6", "--batch-size", "16", "--resume", *TINY_UNET)
+    code, _, err = run(
+        capsys,
+        "train-diffusion",
+        "--out",
+        str(run_dir),
+        "--latents",
+        str(tmp_path / "cache"),
+        "--steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--resume",
+        *TINY_UNET,
+    )
     assert code == 0, err
 
 
 def test_generation_commands(capsys, tiny_run, tmp_path):
-    code, out, err = run(capsys, "sample", str(tiny_run), "--num-images", "4", "--steps", "3", "--class", "7",
-                         "--guidance", "2", "--out", str(tmp_path / "s"))
+    code, out, err = run(
+        capsys,
+        "sample",
+        str(tiny_run),
+        "--num-images",
+        "4",
+        "--steps",
+        "3",
+        "--class",
+        "7",
+        "--guidance",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert code == 0, err
     assert len(list((tmp_path / "s").glob("sample_*.png"))) == 4 and (tmp_path / "s" / "grid.png").is_file()
 
     img = Image.fromarray((torch.rand(8, 8) * 255).byte().numpy(), mode="L")
     img.save(tmp_path / "in.png")
-    code, out, err = run(capsys, "img2img", str(tiny_run), "--input", str(tmp_path / "in.png"), "--strength", "0.5",
-                         "--steps", "4", "--out", str(tmp_path / "i2i"))
+    code, out, err = run(
+        capsys,
+        "img2img",
+        str(tiny_run),
+        "--input",
+        str(tmp_path / "in.png"),
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--out",
+        str(tmp_path / "i2i"),
+    )
     assert code == 0 and (tmp_path / "i2i" / "in.png").is_file(), err
 
     mask = Image.new("L", (8, 8), 0)
     mask.paste(255, (0, 0, 4, 8))
     mask.save(tmp_path / "mask.png")
-    code, out, err = run(capsys, "inpaint", str(tiny_run), "--input", str(tmp_path / "in.png"), "--mask",
-                         str(tmp_path / "mask.png"), "--steps", "4", "--out", str(tmp_path / "inp"))
+    code, out, err = run(
+        capsys,
+        "inpaint",
+        str(tiny_run),
+        "--input",
+        str(tmp_path / "in.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--steps",
+        "4",
+        "--out",
+        str(tmp_path / "inp"),
+    )
     assert code == 0 and (tmp_path / "inp" / "in.png").is_file(), err
 
-    code, out, err = run(capsys, "interpolate", str(tiny_run), "--seed-a", "1", "--seed-b", "2", "--n", "3",
-                         "--steps", "3", "--out", str(tmp_path / "walk"))
+    code, out, err = run(
+        capsys,
+        "interpolate",
+        str(tiny_run),
+        "--seed-a",
+        "1",
+        "--seed-b",
+        "2",
+        "--n",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "walk"),
+    )
     assert code == 0 and len(list((tmp_path / "walk").glob("interp_*.png"))) == 3, err
 
-    code, out, err = run(capsys, "eval-autoencoder", str(tiny_run), "--data", "digits", "--limit", "50",
-                         "--json", str(tmp_path / "ae.json"))
+    code, out, err = run(
+        capsys,
+        "eval-autoencoder",
+        str(tiny_run),
+        "--data",
+        "digits",
+        "--limit",
+        "50",
+        "--json",
+        str(tmp_path / "ae.json"),
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "ae.json").read_text())
     assert result["num_images"] == 50 and result["compression_ratio"] == 1.0 and result["psnr"] > 0
@@ -99,16 +240,36 @@ def test_generation_commands(capsys, tiny_run, tmp_path):
 
 def test_import_autoencoder_from_diffusers(capsys, tmp_path):
     diffusers = pytest.importorskip("diffusers")
-    vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(16, 32), layers_per_block=1,
-                                  down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
-                                  sample_size=8)
+    vae = diffusers.AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=8,
+    )
     vae.save_pretrained(tmp_path / "vae")
-    code, out, err = run(capsys, "import-autoencoder", str(tmp_path / "vae"), "--out", str(tmp_path / "r"),
-                         "--data", "digits", "--resolution", "8", "--stats-images", "100")
+    code, out, err = run(
+        capsys,
+        "import-autoencoder",
+        str(tmp_path / "vae"),
+        "--out",
+        str(tmp_path / "r"),
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        "--stats-images",
+        "100",
+    )
     assert code == 0, err
     assert "measured over 100 images of digits" in out
-    assert json.loads((tmp_path / "r" / "autoencoder" / "config.json").read_text())["latent_stats_images"] == 100
+    assert (
+        json.loads((tmp_path / "r" / "autoencoder" / "config.json").read_text())["latent_stats_images"] == 100
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,14 +278,39 @@ def test_import_autoencoder_from_diffusers(capsys, tmp_path):
         (["sample", "{tmp}/missing", "--out", "{tmp}/o"], "run folder not found"),
         (["sample", "{run}", "--class", "cat", "--out", "{tmp}/o"], "unknown class 'cat'"),
         (["sample", "{run}", "--steps", "0", "--out", "{tmp}/o"], "--steps must be at least 1"),
-        (["inpaint", "{run}", "--input", "{tmp}/in.png", "--mask", "{tmp}/big_mask.png", "--out", "{tmp}/o"],
-         "mask .*big_mask.png is 16×16 px, but the model's images are 8×8 px"),
+        (
+            [
+                "inpaint",
+                "{run}",
+                "--input",
+                "{tmp}/in.png",
+                "--mask",
+                "{tmp}/big_mask.png",
+                "--out",
+                "{tmp}/o",
+            ],
+            "mask .*big_mask.png is 16×16 px, but the model's images are 8×8 px",
+        ),
         (["img2img", "{run}", "--input", "{tmp}/none.png", "--out", "{tmp}/o"], "input not found"),
-        (["train-autoencoder", "--data", "digits", "--out", "{tmp}/t", "--set", "train.lrr=1"],
-         "unknown key 'train.lrr'.*Did you mean 'lr'"),
+        (
+            ["train-autoencoder", "--data", "digits", "--out", "{tmp}/t", "--set", "train.lrr=1"],
+            "unknown key 'train.lrr'.*Did you mean 'lr'",
+        ),
         (["train-autoencoder", "--data", "no-such-set", "--out", "{tmp}/t"], "not a built-in dataset"),
-        (["train-autoencoder", "--data", "digits", "--out", "{tmp}/t", "--precision", "fp16", "--device", "cpu"],
-         "fp16 is not supported on cpu"),
+        (
+            [
+                "train-autoencoder",
+                "--data",
+                "digits",
+                "--out",
+                "{tmp}/t",
+                "--precision",
+                "fp16",
+                "--device",
+                "cpu",
+            ],
+            "fp16 is not supported on cpu",
+        ),
         (["train-diffusion", "--out", "{tmp}/empty"], "no autoencoder at"),
     ],
 )

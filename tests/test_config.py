@@ -34,7 +34,9 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_overrides_parse_values_and_nested_keys():
-    cfg = apply_overrides(Outer(), ["train.lr=2e-4", "steps=5", "mults=[1,2,2]", "train.kind=vq", "scale=0.25"])
+    cfg = apply_overrides(
+        Outer(), ["train.lr=2e-4", "steps=5", "mults=[1,2,2]", "train.kind=vq", "scale=0.25"]
+    )
     assert cfg.train.lr == 2e-4 and cfg.steps == 5 and cfg.mults == (1, 2, 2) and cfg.train.kind == "vq"
     assert cfg.scale == 0.25
 
@@ -49,7 +51,9 @@ def test_unknown_key_suggests_closest():
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"steps: expected an integer, got 'ten'"):
         from_dict(Outer, {"steps": "ten"})
-    with pytest.raises(ConfigError, match=r"train.kind: 'vqq' is not one of \['kl', 'vq'\].*Did you mean 'vq'"):
+    with pytest.raises(
+        ConfigError, match=r"train.kind: 'vqq' is not one of \['kl', 'vq'\].*Did you mean 'vq'"
+    ):
         apply_overrides(Outer(), ["train.kind=vqq"])
     with pytest.raises(ConfigError, match=r"train.betas: expected 2 values"):
         from_dict(Outer, {"train": {"betas": [0.9]}})

@@ -47,7 +47,9 @@ def test_output_types(pipe):
     arr = pipe(num_images=2, steps=2, seed=0, output_type="np")
     assert pil[0].size == (8, 8) and pil[0].mode == "L"
     assert arr.shape == (2, 8, 8, 1) and arr.dtype.name == "uint8"
-    assert (torch.from_numpy(arr[1, ..., 0]) == torch.tensor(list(pil[1].get_flattened_data())).reshape(8, 8)).all()
+    assert (
+        torch.from_numpy(arr[1, ..., 0]) == torch.tensor(list(pil[1].get_flattened_data())).reshape(8, 8)
+    ).all()
 
 
 def test_img2img_strength_zero_is_the_reconstruction(pipe, digits):
@@ -67,10 +69,24 @@ def _pixel_space_pipeline() -> LatentDiffusionPipeline:
     from latentdiff.nets.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
-    ae = Autoencoder(AutoencoderConfig(kind="identity", in_channels=1, latent_channels=1, scale_factor=1.5,
-                                       shift_factor=-0.2))
-    unet = UNet(UNetConfig(in_channels=1, out_channels=1, sample_size=8, base_channels=16, channel_mult=(1, 2),
-                           num_res_blocks=1, attention_levels=(), mid_attention=False, groups=8))
+    ae = Autoencoder(
+        AutoencoderConfig(
+            kind="identity", in_channels=1, latent_channels=1, scale_factor=1.5, shift_factor=-0.2
+        )
+    )
+    unet = UNet(
+        UNetConfig(
+            in_channels=1,
+            out_channels=1,
+            sample_size=8,
+            base_channels=16,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_levels=(),
+            mid_attention=False,
+            groups=8,
+        )
+    )
     p = LatentDiffusionPipeline(ae, unet, DiffusionConfig(), device="cpu")
     p.progress = False
     return p

@@ -30,15 +30,29 @@ def _env() -> dict[str, str]:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(steps=12, batch_size=16, lr=1e-2, warmup_steps=3, checkpoint_every=4, keep_last=3, log_every=1,
-                ema_decay=0.9, device="cpu")
+    base = dict(
+        steps=12,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=3,
+        checkpoint_every=4,
+        keep_last=3,
+        log_every=1,
+        ema_decay=0.9,
+        device="cpu",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def _run_toy(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOY), str(run_dir), *args], env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(TOY), str(run_dir), *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_resume_in_process_equals_uninterrupted(tmp_path):
@@ -115,8 +129,20 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
 def test_two_process_ddp_matches_single_process(tmp_path):
     single = _run_toy(tmp_path / "single", "--batch", "16", "--out", str(tmp_path / "single_out"))
     assert single.returncode == 0, single.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(TOY), str(tmp_path / "ddp"), "--batch", "16", "--out", str(tmp_path / "ddp_out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(TOY),
+        str(tmp_path / "ddp"),
+        "--batch",
+        "16",
+        "--out",
+        str(tmp_path / "ddp_out"),
+    ]
     ddp = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     r0 = json.loads((tmp_path / "ddp_out" / "rank0.json").read_text())
@@ -125,5 +151,6 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert r0["params"] == r1["params"]  # every rank ends with identical parameters
     torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref["losses"]), rtol=0, atol=1e-5)
     for k in ref["params"]:
-        torch.testing.assert_close(torch.tensor(r0["params"][k]), torch.tensor(ref["params"][k]), rtol=0,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(r0["params"][k]), torch.tensor(ref["params"][k]), rtol=0, atol=1e-5
+        )

@@ -78,8 +78,18 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     task = ToyTask(kill_at=a.kill_at)
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch, grad_accum=a.accum, lr=1e-2, warmup_steps=3,
-                      checkpoint_every=a.checkpoint_every, keep_last=3, log_every=1, ema_decay=0.9, device="cpu")
+    cfg = TrainConfig(
+        steps=a.steps,
+        batch_size=a.batch,
+        grad_accum=a.accum,
+        lr=1e-2,
+        warmup_steps=3,
+        checkpoint_every=a.checkpoint_every,
+        keep_last=3,
+        log_every=1,
+        ema_decay=0.9,
+        device="cpu",
+    )
     trainer = Trainer(task, cfg, a.run_dir, progress=False)
     history = trainer.fit(resume=a.resume)
     if a.out:
