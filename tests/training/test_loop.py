@@ -154,3 +154,22 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         torch.testing.assert_close(
             torch.tensor(r0["params"][k]), torch.tensor(ref["params"][k]), rtol=0, atol=1e-5
         )
+
+
+def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
+    cfg = _cfg(
+        steps=1_000_000,
+        lr_schedule="cosine",
+        warmup_steps=2,
+        max_minutes=0.05,
+        fit_to_time=True,
+        checkpoint_every=0,
+        log_every=1,
+    )
+    trainer = Trainer(ToyTask(), cfg, tmp_path, progress=False)
+    history = trainer.fit()
+    assert cfg.steps == 1_000_000  # the caller's configuration is not modified
+    assert 25 < trainer.cfg.steps < 1_000_000
+    last = [h for h in history if "lr" in h][-1]
+    assert last["step"] == trainer.cfg.steps  # the run ended by completing its (fitted) schedule
+    assert last["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.05)

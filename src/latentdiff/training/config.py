@@ -31,6 +31,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_minutes: float = 0.0
+    # with max_minutes: after a few steps, lower `steps` to what the budget allows at the measured speed, so
+    # that the learning-rate schedule completes within the budget (the run is then time-, not step-defined)
+    fit_to_time: bool = False
 
     def __post_init__(self) -> None:
         checks = {

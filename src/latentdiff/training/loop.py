@@ -9,6 +9,7 @@ that stops on a non-finite loss or gradient while keeping the last good checkpoi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -98,6 +99,8 @@ class Trainer:
         extra_config: dict[str, Any] | None = None,
         progress: bool = True,
     ) -> None:
+        # a private copy: fitting the step count to a time budget must not touch the caller's config
+        cfg = dataclasses.replace(cfg)
         self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
         self.extra_config = extra_config or {}
         self.progress = progress
@@ -301,6 +304,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         start, images_seen, first_step = time.perf_counter(), 0, self.step
+        timer = (first_step + 5, 0.0)  # (step at which the rate measurement starts, its time)
         for m in self.modules.values():
             m.train()
         with _StopFlag() as interrupt:
@@ -309,6 +313,11 @@ class Trainer:
                 time_up = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes
                 logs, stop = self._train_step(self.step, interrupt.requested, time_up)
                 self.step += 1
+                if self.step == timer[0]:
+                    timer = (timer[0], time.perf_counter())
+                elif cfg.fit_to_time and cfg.max_minutes > 0 and self.step == timer[0] + 20:
+                    self._fit_steps_to_time(start, timer)
+                    bar.total = cfg.steps
                 images_seen += cfg.batch_size
                 bar.update(1)
                 rate = images_seen / max(1e-9, time.perf_counter() - start)
@@ -338,6 +347,26 @@ class Trainer:
         if interrupt.requested:
             raise KeyboardInterrupt(f"training interrupted at step {self.step}; resume with --resume")
         return self.history
+
+    def _fit_steps_to_time(self, start: float, timer: tuple[int, float]) -> None:
+        """Shorten `steps` to what the time budget allows at the measured rate, so that a cosine schedule
+        (which reads `steps`) ends with the budget. Every rank adopts the smallest estimate."""
+        now = time.perf_counter()
+        rate = (self.step - timer[0]) / max(1e-9, now - timer[1])
+        remaining = self.cfg.max_minutes * 60 - (now - start)
+        projected = torch.tensor(float(self.step + int(0.97 * remaining * rate)), device=self.device)
+        if self.dist.enabled:
+            torch.distributed.all_reduce(projected, op=torch.distributed.ReduceOp.MIN)
+        steps = max(self.step + 1, min(self.cfg.steps, int(projected)))
+        if steps != self.cfg.steps:
+            log.info(
+                "fitting the run to %.1f minutes: %d steps instead of %d (%.2f steps/s)",
+                self.cfg.max_minutes,
+                steps,
+                self.cfg.steps,
+                rate,
+            )
+            self.cfg.steps = steps
 
     def _periodic(self, writer, stop: bool) -> None:
         cfg, step = self.cfg, self.step
