@@ -73,6 +73,7 @@ def test_help_lists_every_command_with_an_example(capsys):
         "data",
         "demo",
         "import-autoencoder",
+        "eval",
     )
     for cmd in commands:
         assert cmd in out.stdout
@@ -236,6 +237,18 @@ def test_generation_commands(capsys, tiny_run, tmp_path):
     assert code == 0, err
     result = json.loads((tmp_path / "ae.json").read_text())
     assert result["num_images"] == 50 and result["compression_ratio"] == 1.0 and result["psnr"] > 0
+
+
+def test_eval_writes_fid_with_sample_counts(capsys, tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTDIFF_DATA", str(tmp_path / "cache"))  # reference statistics go here
+    code, out, err = run(capsys, "eval", str(tiny_run), "--num-samples", "12", "--steps", "2")
+    assert code == 0, err
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    gen = metrics["generation"]
+    assert gen["num_fake"] == 12 and gen["num_real"] == 12 and gen["fid"] > 0 and gen["rfid"] >= 0
+    assert gen["protocol"].startswith("incv3tf2015-u8-nvbilinear299-tfrange-fp32/")
+    assert metrics["autoencoder"]["num_images"] == 179  # the whole digits test split
+    assert "FID" in out and "12 samples vs 12 test images" in out
 
 
 def test_import_autoencoder_from_diffusers(capsys, tmp_path):

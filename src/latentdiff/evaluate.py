@@ -1,9 +1,11 @@
 """Measurements of trained models on a dataset split: the autoencoder's reconstruction quality and
-compression (Stage 1)."""
+compression (Stage 1), and FID/KID of generated images (the whole model)."""
 
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -57,4 +59,89 @@ def evaluate_autoencoder(
         result["codebook_usage"] = ae.quantize.codebook_usage(idx)
         result["perplexity"] = float(ae.quantize.perplexity(idx))
         result["codebook_size"] = ae.config.codebook_size
+    return result
+
+
+def _batches(images: torch.Tensor, batch_size: int):
+    for i in range(0, len(images), batch_size):
+        yield images[i : i + batch_size]
+
+
+def reference_features_for(dataset: ImageDataset, num_images: int, extractor, progress: bool = True):
+    """Cached Inception features of the first `num_images` images (spread over the split) of a dataset."""
+    from latentdiff.metrics.reference_cache import reference_features, reference_key
+
+    n = min(num_images, len(dataset))
+    key = reference_key(dataset.name, dataset.split, dataset.resolution)
+    if dataset.channels == 1:
+        key += "-grey"
+
+    def images():
+        idx = torch.linspace(0, len(dataset) - 1, n).round().long()
+        for i in range(0, n, 64):
+            yield dataset.get_batch(idx[i : i + 64])[0]
+
+    return reference_features(key, images, n, extractor, progress=progress)
+
+
+@torch.no_grad()
+def evaluate_generation(
+    pipe,
+    dataset: ImageDataset,
+    num_samples: int = 1000,
+    steps: int = 20,
+    sampler: str = "dpmpp_2m",
+    guidance_scale: float = 1.0,
+    num_reference: int | None = None,
+    seed: int = 0,
+    batch_size: int = 250,
+    extractor=None,
+    progress: bool = True,
+    reconstruction: bool = True,
+) -> dict[str, Any]:
+    """FID/KID of `num_samples` generated images against `num_reference` images of `dataset` (default: as
+    many as samples), and, with `reconstruction`, the autoencoder's rFID on those reference images.
+
+    A class-conditional model is sampled with balanced labels (image i gets class i mod C); the protocol,
+    both sample counts and the sampler settings are part of the result.
+    """
+    from latentdiff.metrics.evaluate import fid_kid_from_features
+    from latentdiff.metrics.inception import InceptionFeatures
+
+    extractor = extractor or InceptionFeatures()
+    n_ref = min(num_reference or num_samples, len(dataset))
+    real = reference_features_for(dataset, n_ref, extractor, progress)
+    labels = [i % pipe.num_classes for i in range(num_samples)] if pipe.num_classes else None
+    start = time.perf_counter()
+    fake_images = pipe(
+        num_images=num_samples,
+        steps=steps,
+        sampler=sampler,
+        guidance_scale=guidance_scale,
+        class_labels=labels,
+        seed=seed,
+        output_type="pt",
+        batch_size=batch_size,
+    )
+    sample_seconds = time.perf_counter() - start
+    fake = extractor.extract(_batches(fake_images, 64), progress=progress, total=num_samples)
+    protocol = f"{extractor.protocol}/{extractor.protocol_hash}"
+    result: dict[str, Any] = {
+        **fid_kid_from_features(real, fake, protocol, kid_subset_size=min(1000, n_ref, num_samples)),
+        "reference": f"{dataset.name} {dataset.split} ({n_ref} images, {dataset.resolution} px)",
+        "sampler": sampler,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+        "sampling_seconds_per_image": sample_seconds / num_samples,
+    }
+    if reconstruction:
+        idx = torch.linspace(0, len(dataset) - 1, n_ref).round().long()
+        recon = torch.cat(
+            [pipe.reconstruct(dataset.get_batch(idx[i : i + 64])[0]) for i in range(0, n_ref, 64)]
+        )
+        rec_features = extractor.extract(_batches(recon, 64), progress=progress, total=n_ref)
+        result["rfid"] = fid_kid_from_features(
+            real, rec_features, protocol, kid_subset_size=min(1000, n_ref)
+        )["fid"]
     return result

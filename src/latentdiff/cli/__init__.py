@@ -7,7 +7,7 @@ import logging
 import sys
 
 from latentdiff import __version__
-from latentdiff.cli import data, demo, generate, train
+from latentdiff.cli import data, demo, evaluate, generate, train
 from latentdiff.cli.common import setup_logging
 
 log = logging.getLogger("latentdiff")
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub, _Formatter)
     generate.register(sub, _Formatter)
     data.register(sub, _Formatter)
+    evaluate.register(sub, _Formatter)
     demo.register(sub, _Formatter)
     return parser
 
