@@ -40,6 +40,7 @@ TARGETS = {
     "fashion_kl_f4": {"psnr": 28.0, "ssim": 0.93},
     "fashion_vq_f4": {"psnr": 25.0, "codebook_usage": 0.90},
     "emoji_kl_f4": {"psnr": 26.0},
+    "emoji_kl_f8": {},  # no target: the f = 8 latent space of the pixel-vs-latent benchmark
 }
 
 
@@ -64,6 +65,7 @@ def stage(name: str, minutes: float) -> AutoencoderStage:
         sample_every=0,
         max_minutes=minutes,
         fit_to_time=True,
+        precision="bf16",  # 1.8x faster convolutions on this CPU (AVX-512 bf16); evaluation stays fp32
     )
     loss = AutoencoderLossConfig(recon_kind="l2", disc_weight=0.0)
     if name == "fashion_kl_f4":
@@ -92,12 +94,12 @@ def stage(name: str, minutes: float) -> AutoencoderStage:
             ema_codebook=True,
             commitment_beta=0.25,
         )
-    elif name == "emoji_kl_f4":
+    elif name in ("emoji_kl_f4", "emoji_kl_f8"):
         data = DataConfig(dataset="emoji", resolution=64, flip=True)
         model = AutoencoderConfig(
             kind="kl",
             base_channels=32,
-            channel_mult=(1, 2, 4),
+            channel_mult=(1, 2, 4) if name.endswith("f4") else (1, 2, 4, 4),
             num_res_blocks=1,
             latent_channels=4,
             mid_attention=False,
