@@ -147,7 +147,8 @@ class Trainer:
         betas = spec.betas if spec and spec.betas is not None else cfg.betas
         wd = spec.weight_decay if spec and spec.weight_decay is not None else cfg.weight_decay
         params = [p for p in module.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, foreach=True)
+        # the fused kernel updates all tensors in one pass (CPU and CUDA): measurably faster than foreach here
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, fused=True)
 
     # ------------------------------------------------------------------------------------- checkpoints
     def _trainer_state(self) -> dict[str, Any]:
