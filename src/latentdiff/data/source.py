@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DATA_ENV = "LATENTDIFF_DATA"
-
-
-def data_root() -> Path:
-    """Where built-in data is looked for and cached: `$LATENTDIFF_DATA`, else `~/.cache/latentdiff`."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "latentdiff"
+from latentdiff.io.paths import DATA_ENV, data_root  # noqa: F401  (re-exported: data.data_root)
 
 
 class DatasetNotInstalled(FileNotFoundError):
