@@ -338,3 +338,73 @@ def test_bad_input_exits_nonzero_with_one_line_reason(capsys, tiny_run, tmp_path
     import re
 
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_both_stages_under_torchrun_with_two_processes(tmp_path):
+    """The real stages (GAN phase included) under DDP: no hang, one set of files, ranks agree."""
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    base = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentdiff",
+        "-q",
+    ]
+    run_dir = tmp_path / "ddp"
+    ae = subprocess.run(
+        [
+            *base,
+            "train-autoencoder",
+            "--data",
+            "digits",
+            "--resolution",
+            "8",
+            "--f",
+            "2",
+            "--steps",
+            "4",
+            "--batch-size",
+            "16",
+            "--out",
+            str(run_dir),
+            "--disc-start",
+            "2",
+            "--disc-weight",
+            "0.5",
+            *TINY_AE,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ae.returncode == 0, ae.stderr[-3000:]
+    assert ae.stdout.count("autoencoder:") == 1  # rank 0 alone reports
+    dm = subprocess.run(
+        [
+            *base,
+            "train-diffusion",
+            "--out",
+            str(run_dir),
+            "--data",
+            "digits",
+            "--resolution",
+            "8",
+            "--steps",
+            "4",
+            "--batch-size",
+            "16",
+            *TINY_UNET,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert dm.returncode == 0, dm.stderr[-3000:]
+    assert (run_dir / "unet" / "model.safetensors").is_file()
+    assert (run_dir / "latents" / "cache.json").is_file()

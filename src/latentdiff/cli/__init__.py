@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from latentdiff import __version__
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             reason += f" ({type(e).__name__}; run with --debug for the traceback)"
         print(f"latentdiff {args.command}: error: {reason}", file=sys.stderr)
         return 1
-    if message:
+    if message and os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
         print(message)
     return 0
 
