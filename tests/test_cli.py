@@ -408,3 +408,22 @@ def test_both_stages_under_torchrun_with_two_processes(tmp_path):
     assert dm.returncode == 0, dm.stderr[-3000:]
     assert (run_dir / "unet" / "model.safetensors").is_file()
     assert (run_dir / "latents" / "cache.json").is_file()
+
+
+def test_demo_tiny_preset_writes_the_three_results_and_reuses_stages(capsys, tmp_path):
+    from latentdiff.data.builtin import BUILTIN
+
+    if not BUILTIN["fashion-mnist"].is_installed():
+        pytest.skip(BUILTIN["fashion-mnist"].install_command())
+    out = tmp_path / "demo"
+    code, text, err = run(capsys, "demo", "--preset", "tiny", "--out", str(out))
+    assert code == 0, err
+    for name in ("samples.png", "how_it_works.png", "report.md"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "d/k = 4" in report and "reconstruction PSNR" in report and "total this run" in report
+    with Image.open(out / "samples.png") as img:
+        assert img.width > 8 * 32 and img.height > 10 * 32  # 10 labelled rows of 8 upscaled samples
+    code, text, err = run(capsys, "demo", "--preset", "tiny", "--out", str(out))
+    assert code == 0, err
+    assert "reused from an earlier run" in (out / "report.md").read_text()
