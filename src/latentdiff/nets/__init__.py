@@ -1,1 +1,24 @@
-"""nets"""
+"""Neural networks used by the stages: the diffusion U-Net and the blocks it shares with the autoencoder."""
+
+from latentdiff.nets.blocks import Downsample, ResBlock, SelfAttention, Upsample, timestep_embedding
+from latentdiff.nets.diffusers_format import (
+    DiffusersFormatError,
+    load_diffusers_unet,
+    save_diffusers_unet,
+    unet_to_diffusers,
+)
+from latentdiff.nets.unet import UNet, UNetConfig
+
+__all__ = [
+    "DiffusersFormatError",
+    "Downsample",
+    "ResBlock",
+    "SelfAttention",
+    "UNet",
+    "UNetConfig",
+    "Upsample",
+    "load_diffusers_unet",
+    "save_diffusers_unet",
+    "timestep_embedding",
+    "unet_to_diffusers",
+]
