@@ -13,6 +13,16 @@ from latentdiff.nets.unet import UNetConfig
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Every model in the suite is tiny: a second OpenMP thread buys nothing, and on a shared 2-core machine
+    a busy neighbour makes its barrier waits cost 10-100x the work itself."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 TINY_DATA = DataConfig(dataset="digits", resolution=8, eval_images=64)
 
 

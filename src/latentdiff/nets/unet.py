@@ -323,10 +323,13 @@ class UNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------- checkpoints
 
+    def config_dict(self) -> dict:
+        """What `config.json` holds: the format tag and the configuration."""
+        return {"format": FORMAT, "version": VERSION, **to_dict(self.config)}
+
     def save_pretrained(self, path: str | Path, ema_state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write `config.json` + `model.safetensors` (+ `ema.safetensors`) atomically."""
-        config = {"format": FORMAT, "version": VERSION, **to_dict(self.config)}
-        return save_model_folder(path, config, self.state_dict(), ema_state)
+        return save_model_folder(path, self.config_dict(), self.state_dict(), ema_state)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, weights: str = "auto") -> UNet:

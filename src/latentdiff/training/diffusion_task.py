@@ -15,15 +15,12 @@ import torch
 from torch import nn
 
 from latentdiff.autoencoder.model import Autoencoder
-from latentdiff.config import to_dict
 from latentdiff.data.latent_cache import LatentCache
 from latentdiff.diffusion.config import DiffusionConfig
 from latentdiff.diffusion.schedule import NoiseSchedule
 from latentdiff.diffusion.targets import training_target
 from latentdiff.diffusion.weighting import diffusion_loss, loss_weight
 from latentdiff.io.checkpoint import save_model_folder
-from latentdiff.nets.unet import FORMAT as UNET_FORMAT
-from latentdiff.nets.unet import VERSION as UNET_VERSION
 from latentdiff.nets.unet import UNet
 from latentdiff.training.batching import BatchRandom
 from latentdiff.training.task import OptimizerSpec, StepOutput
@@ -106,12 +103,7 @@ class DiffusionTask:
     def save_model(
         self, path: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None
     ) -> None:
-        save_model_folder(
-            path,
-            {"format": UNET_FORMAT, "version": UNET_VERSION, **to_dict(self.model.config)},
-            model_state,
-            ema_state,
-        )
+        save_model_folder(path, self.model.config_dict(), model_state, ema_state)
 
     @torch.no_grad()
     def samples(self, model: nn.Module, step: int) -> torch.Tensor | None:
