@@ -102,7 +102,8 @@ def unet_section(r: dict | None) -> list[str]:
         )
     bf16 = r.get("bf16", {})
     if bf16:
-        out.append(f"bf16 inference: {json.dumps(bf16)}")
+        out.append(f"bf16 inference ({bf16.get('chosen')}): outputs within {bf16.get('max_abs_diff_vs_fp32', 0):.4f} "
+                   f"of our fp32 outputs (largest |output| {bf16.get('fp32_output_abs_max', 0):.2f}).")
     if "achieved_gflops" in r:
         peak = r.get("matmul_peak_gflops", {})
         out += [

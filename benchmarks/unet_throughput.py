@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -41,18 +42,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from latentdiff.nets import UNet, UNetConfig
 from latentdiff.nets.diffusers_format import diffusers_config
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results" / "unet_throughput.json"
 TARGETS = {"train_speedup": 1.10, "sample_speedup_fp32": 1.05, "sample_speedup_bf16": 1.6}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> list[float]:
