@@ -13,6 +13,7 @@ from latentdiff.nets.unet import UNetConfig
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
 
+
 @pytest.fixture(autouse=True)
 def _one_intra_op_thread():
     """Every model in the suite is tiny: a second OpenMP thread buys nothing, and on a shared 2-core machine

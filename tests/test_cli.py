@@ -427,3 +427,63 @@ def test_demo_tiny_preset_writes_the_three_results_and_reuses_stages(capsys, tmp
     code, text, err = run(capsys, "demo", "--preset", "tiny", "--out", str(out))
     assert code == 0, err
     assert "reused from an earlier run" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["identity", "vq"])
+def test_pixel_space_and_vq_latents_go_through_the_same_stage2(capsys, tmp_path, kind):
+    run_dir = tmp_path / kind
+    code, _, err = run(
+        capsys,
+        "train-autoencoder",
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        "--kind",
+        kind,
+        "--f",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--codebook-size",
+        "32",
+        "--out",
+        str(run_dir),
+        *TINY_AE,
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys,
+        "train-diffusion",
+        "--out",
+        str(run_dir),
+        "--steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        *TINY_UNET,
+    )
+    assert code == 0, err
+    cache = json.loads((run_dir / "latents" / "cache.json").read_text())
+    assert cache["kind"] == kind
+    unet_cfg = json.loads((run_dir / "unet" / "config.json").read_text())
+    # pixel space: the U-Net sees 1×8×8 images; VQ: 4×4×4 quantized latents looked up from the code indices
+    assert (unet_cfg["in_channels"], unet_cfg["sample_size"]) == ((1, 8) if kind == "identity" else (4, 4))
+    code, out, err = run(
+        capsys,
+        "sample",
+        str(run_dir),
+        "--num-images",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / f"{kind}_samples"),
+    )
+    assert code == 0, err

@@ -101,12 +101,10 @@ class AutoencoderConfig:
             raise bad("in_channels", "must be 1 (grayscale) or 3 (RGB)")
         if self.latent_channels < 1:
             raise bad("latent_channels", "must be at least 1")
-        if self.kind == "identity" and self.latent_channels != self.in_channels:
-            raise bad(
-                "latent_channels",
-                f"the identity autoencoder's latent is the image, so latent_channels must equal "
-                f"in_channels ({self.in_channels})",
-            )
+        if self.kind == "identity":
+            # the identity's latent is the image: like the other architecture fields, latent_channels does
+            # not apply, so it follows in_channels instead of making every caller set it
+            self.latent_channels = self.in_channels
         for key in ("scale_factor", "shift_factor"):
             value = getattr(self, key)
             if isinstance(value, list | tuple):

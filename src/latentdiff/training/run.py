@@ -175,7 +175,8 @@ def train_diffusion(
     barrier()
     ae = Autoencoder.from_pretrained(run_dir / "autoencoder").to(dist.device).eval()
     cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress)
-    c, h, w = cache.latent_shape
+    # a VQ cache stores (h, w) code indices; the U-Net sees the looked-up code vectors
+    c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
     use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
     if use_labels and cache.num_classes < 1:
         raise ValueError(f"conditional=yes, but the latent cache {cache.path} holds no class labels")
