@@ -34,13 +34,17 @@ def test_unsupported_downsample_factor_is_a_clear_error():
         AutoencoderConfig.kl(f=3)
 
 
+def test_identity_latent_channels_follow_the_image():
+    # architecture fields do not apply to the identity: its latent is the image, whatever was written
+    cfg = from_dict(AutoencoderConfig, {"kind": "identity", "in_channels": 3, "latent_channels": 4})
+    assert cfg.latent_channels == cfg.latent_dim == 3
+
+
 def test_bad_values_from_yaml_raise_config_error_naming_the_key():
     with pytest.raises(ConfigError, match="groups"):
         from_dict(AutoencoderConfig, {"base_channels": 16, "groups": 3})
     with pytest.raises(ConfigError, match="in_channels"):
         from_dict(AutoencoderConfig, {"in_channels": 4})
-    with pytest.raises(ConfigError, match="latent_channels"):
-        from_dict(AutoencoderConfig, {"kind": "identity", "in_channels": 3, "latent_channels": 4})
     with pytest.raises(ConfigError, match="scale_factor"):
         from_dict(AutoencoderConfig, {"latent_channels": 4, "scale_factor": [1.0, 2.0]})
 
