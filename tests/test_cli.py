@@ -152,7 +152,8 @@ def test_train_encode_train_diffusion_flow(capsys, tmp_path):
     assert code == 0, err
 
 
-def test_generation_commands(capsys, tiny_run, tmp_path):
+def test_generation_commands(capsys, tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTDIFF_DATA", str(tmp_path / "cache"))  # rFID reference features go here
     code, out, err = run(
         capsys,
         "sample",
@@ -233,10 +234,13 @@ def test_generation_commands(capsys, tiny_run, tmp_path):
         "50",
         "--json",
         str(tmp_path / "ae.json"),
+        "--rfid",
+        "10",
     )
     assert code == 0, err
     result = json.loads((tmp_path / "ae.json").read_text())
     assert result["num_images"] == 50 and result["compression_ratio"] == 1.0 and result["psnr"] > 0
+    assert result["rfid_num_images"] == 10 and result["rfid"] > 0
 
 
 def test_eval_writes_fid_with_sample_counts(capsys, tiny_run, tmp_path, monkeypatch):

@@ -85,6 +85,30 @@ def reference_features_for(dataset: ImageDataset, num_images: int, extractor, pr
 
 
 @torch.no_grad()
+def reconstruction_fid(
+    ae: Autoencoder, dataset: ImageDataset, num_images: int = 1000, extractor=None, progress: bool = True
+) -> dict[str, Any]:
+    """rFID: FID between `num_images` images of `dataset` (spread over it) and their reconstructions
+    D(E(x)) (posterior mode): what the autoencoder alone costs in FID, a floor for the whole model."""
+    from latentdiff.metrics.evaluate import fid_kid_from_features
+    from latentdiff.metrics.inception import InceptionFeatures
+
+    extractor = extractor or InceptionFeatures()
+    n = min(num_images, len(dataset))
+    real = reference_features_for(dataset, n, extractor, progress)
+    idx = torch.linspace(0, len(dataset) - 1, n).round().long()
+    ae = ae.eval()
+    recon = []
+    for i in range(0, n, 64):
+        x = dataset.get_batch(idx[i : i + 64])[0].to(ae.device)
+        recon.append(ae.decode(ae.encode(x).mode()).clamp(-1, 1).cpu())
+    fake = extractor.extract(_batches(torch.cat(recon), 64), progress=progress, total=n)
+    return fid_kid_from_features(
+        real, fake, f"{extractor.protocol}/{extractor.protocol_hash}", kid_subset_size=min(1000, n)
+    )
+
+
+@torch.no_grad()
 def evaluate_generation(
     pipe,
     dataset: ImageDataset,
@@ -136,12 +160,5 @@ def evaluate_generation(
         "sampling_seconds_per_image": sample_seconds / num_samples,
     }
     if reconstruction:
-        idx = torch.linspace(0, len(dataset) - 1, n_ref).round().long()
-        recon = torch.cat(
-            [pipe.reconstruct(dataset.get_batch(idx[i : i + 64])[0]) for i in range(0, n_ref, 64)]
-        )
-        rec_features = extractor.extract(_batches(recon, 64), progress=progress, total=n_ref)
-        result["rfid"] = fid_kid_from_features(
-            real, rec_features, protocol, kid_subset_size=min(1000, n_ref)
-        )["fid"]
+        result["rfid"] = reconstruction_fid(pipe.autoencoder, dataset, n_ref, extractor, progress)["fid"]
     return result

@@ -118,6 +118,13 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument(
         "--json", type=Path, default=None, help="write the results here (default: next to the model)"
     )
+    p.add_argument(
+        "--rfid",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the rFID of N reconstructions against the same N images (0 = skip)",
+    )
     p.set_defaults(func=cmd_eval_autoencoder)
 
 
@@ -198,7 +205,7 @@ def cmd_import_autoencoder(args: argparse.Namespace) -> str:
 def cmd_eval_autoencoder(args: argparse.Namespace) -> str:
     from latentdiff.autoencoder.model import Autoencoder
     from latentdiff.data.load import load_dataset
-    from latentdiff.evaluate import evaluate_autoencoder
+    from latentdiff.evaluate import evaluate_autoencoder, reconstruction_fid
     from latentdiff.training.distributed import resolve_device
 
     folder = autoencoder_folder(args.autoencoder)
@@ -216,6 +223,11 @@ def cmd_eval_autoencoder(args: argparse.Namespace) -> str:
         "split": args.split,
         **evaluate_autoencoder(ae, data),
     }
+    if args.rfid:
+        rfid = reconstruction_fid(ae, data, args.rfid)
+        result.update(
+            {"rfid": rfid["fid"], "rfid_num_images": rfid["num_real"], "rfid_protocol": rfid["protocol"]}
+        )
     out = args.json or folder.parent / f"eval_autoencoder_{args.split}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()]
