@@ -41,6 +41,18 @@ def test_overrides_parse_values_and_nested_keys():
     assert cfg.scale == 0.25
 
 
+def test_text_fields_keep_yaml_lookalikes_as_text():
+    @dataclass
+    class Choice:
+        answer: Literal["auto", "yes", "no"] = "auto"
+        name: str | None = None
+
+    cfg = apply_overrides(Choice(), ["answer=yes", "name=on"])
+    assert cfg.answer == "yes" and cfg.name == "on"
+    assert apply_overrides(Choice(), ["answer=no"]).answer == "no"
+    assert apply_overrides(Choice(name="x"), ["name=null"]).name is None
+
+
 def test_unknown_key_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'.*Did you mean 'lr'"):
         apply_overrides(Outer(), ["train.lrr=1"])

@@ -164,6 +164,19 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
 
 
+def _wants_text(tp: Any) -> bool:
+    """A field that holds text: YAML must not turn `yes`, `no`, `on` or `1e-4` into other types there."""
+    if tp is str:
+        return True
+    origin = get_origin(tp)
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return bool(args) and all(_wants_text(a) for a in args)
+    return False
+
+
 def apply_overrides(obj: T, overrides: typing.Sequence[str]) -> T:
     """Return a copy of dataclass `obj` with `key.sub=value` overrides applied (values parsed as YAML)."""
     data = to_dict(obj)
@@ -184,7 +197,8 @@ def apply_overrides(obj: T, overrides: typing.Sequence[str]) -> T:
                 where = f"'{prefix}'" if prefix else cls.__name__
                 raise ConfigError(f"unknown key '{dotted}': {where} has no '{key}'.{_suggest(key, valid)}")
             if depth == len(keys) - 1:
-                node[key] = value
+                text = _wants_text(_hints(cls)[key]) and not (value is None and raw.strip() in ("null", "~"))
+                node[key] = raw.strip() if text else value
             else:
                 cls = _hints(cls)[key]
                 node = node[key]
