@@ -27,11 +27,12 @@ from latentdiff.autoencoder.losses import AutoencoderLossConfig
 from latentdiff.config import to_dict
 from latentdiff.data.load import load_dataset
 from latentdiff.diffusion.config import DiffusionConfig
-from latentdiff.evaluate import evaluate_autoencoder
+from latentdiff.evaluate import evaluate_autoencoder, evaluate_generation
 from latentdiff.figures import class_grid, how_it_works
 from latentdiff.io.checkpoint import read_json, write_json
 from latentdiff.nets.unet import UNetConfig
 from latentdiff.pipeline import LatentDiffusionPipeline
+from latentdiff.training.checkpoints import checkpoint_root, latest_checkpoint, read_checkpoint
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
@@ -40,11 +41,13 @@ log = logging.getLogger(__name__)
 
 
 PRESETS = ("full", "quick", "tiny")
-# per preset: training images, Stage 1 steps, Stage 2 steps, minutes cap per stage, test images measured
+# per preset: training images, Stage 1 steps, Stage 2 steps, minutes per stage, test images measured, FID
+# samples. The full preset is sized for 2 CPU cores and 15 minutes in all: both stages train for a fixed
+# time (their cosine schedules fitted to it), so a faster machine trains more steps in the same time.
 _BUDGET = {
-    "full": (None, 2400, 3500, (4.5, 7.0), None),
-    "quick": (6000, 150, 200, (1.0, 1.0), 2000),
-    "tiny": (512, 10, 10, (0.5, 0.5), 256),
+    "full": (30_000, 100_000, 100_000, (3.0, 8.0), None, 500),
+    "quick": (6000, 100_000, 100_000, (0.6, 1.0), 2000, 0),
+    "tiny": (512, 10, 10, (0.5, 0.5), 256, 0),
 }
 
 
@@ -53,7 +56,7 @@ def _data(preset: str) -> DataConfig:
 
 
 def autoencoder_stage(preset: str = "full") -> AutoencoderStage:
-    limit, steps, _, minutes, _ = _BUDGET[preset]
+    limit, steps, _, minutes, _, _ = _BUDGET[preset]
     return AutoencoderStage(
         data=_data(preset),
         model=AutoencoderConfig(
@@ -66,25 +69,28 @@ def autoencoder_stage(preset: str = "full") -> AutoencoderStage:
             groups=16,
             kl_weight=1e-6,
         ),
-        loss=AutoencoderLossConfig(recon_kind="l1", disc_weight=0.0),
+        loss=AutoencoderLossConfig(recon_kind="l2", disc_weight=0.0),
         train=TrainConfig(
             steps=steps,
-            batch_size=64,
+            batch_size=32,
             lr=1e-3,
-            warmup_steps=min(50, steps // 2),
+            warmup_steps=min(100, steps // 2),
             lr_schedule="cosine",
-            ema_decay=0.995,
+            min_lr_ratio=0.02,
+            ema_decay=0.998,
+            precision="bf16",
             checkpoint_every=500,
             eval_every=0,
             sample_every=0,
             max_minutes=minutes[0],
+            fit_to_time=True,
         ),
         stats_images=min(10_000, limit or 10_000),
     )
 
 
 def diffusion_stage(preset: str = "full") -> DiffusionStage:
-    _, _, steps, minutes, _ = _BUDGET[preset]
+    _, _, steps, minutes, _, _ = _BUDGET[preset]
     return DiffusionStage(
         data=_data(preset),
         unet=UNetConfig(
@@ -103,9 +109,11 @@ def diffusion_stage(preset: str = "full") -> DiffusionStage:
             warmup_steps=min(100, steps // 2),
             lr_schedule="cosine",
             ema_decay=0.999,
+            precision="bf16",
             checkpoint_every=500,
             sample_every=0,
             max_minutes=minutes[1],
+            fit_to_time=True,
         ),
         conditional="yes",
         label_dropout=0.1,
@@ -136,7 +144,15 @@ def _run_stage(run_dir: Path, name: str, stage: Any, train) -> dict[str, Any]:
         log.info("%s: configuration changed since the last run: training again", name)
     start = time.perf_counter()
     train()
-    record = {"config_hash": _config_hash(stage), "minutes": (time.perf_counter() - start) / 60}
+    # the trainer of the autoencoder stage is "autoencoder", of the diffusion stage "unet"
+    state, _ = read_checkpoint(
+        latest_checkpoint(checkpoint_root(run_dir, "unet" if name == "diffusion" else name))
+    )
+    record = {
+        "config_hash": _config_hash(stage),
+        "minutes": (time.perf_counter() - start) / 60,
+        "steps": state["step"],
+    }
     write_json(record, marker)
     return {**record, "reused": False}
 
@@ -158,11 +174,11 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
         run_dir, "diffusion", dm_stage, lambda: train_diffusion(dm_stage, run_dir, resume=True)
     )
 
+    eval_start = time.perf_counter()
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
     test = load_dataset("fashion-mnist", "test", 32, 1)
-    start = time.perf_counter()
     recon = evaluate_autoencoder(pipe.autoencoder, test, limit=_BUDGET[preset][4])
-    eval_minutes = (time.perf_counter() - start) / 60
+    fid_samples = _BUDGET[preset][5]
 
     per_class = 8
     names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
@@ -192,8 +208,12 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
         "stage1_minutes": stage1["minutes"],
         "stage2_minutes": stage2["minutes"],
         "sampling_seconds_per_image": sample_seconds / len(labels),
-        "eval_minutes": eval_minutes,
     }
+    if fid_samples:
+        metrics["fid"] = evaluate_generation(
+            pipe, test, fid_samples, 20, "dpmpp_2m", 2.0, fid_samples, seed, reconstruction=False
+        )
+    metrics["eval_minutes"] = (time.perf_counter() - eval_start) / 60
     metrics["total_minutes"] = (time.perf_counter() - t0) / 60
     write_json(metrics, run_dir / "metrics.json")
     report = write_report(run_dir, pipe, ae_stage, dm_stage, stage1, stage2, metrics, preset)
@@ -270,15 +290,15 @@ def write_report(
         "",
         "| | |",
         "|---|---|",
-        f"| data | Fashion-MNIST train ({ae_stage.data.limit or 60000} images) resized to 32×32 grey; "
-        f"test split for measurements |",
+        f"| data | Fashion-MNIST train ({ae_stage.data.limit or 60000} of 60,000 images) resized to 32×32 "
+        "grey; test split for measurements |",
         f"| Stage 1 | KL autoencoder, f = {ae.downsample_factor}, {ae.latent_channels} latent channels, "
-        f"{_params(ae)} parameters, {ae_stage.train.steps} steps × {ae_stage.train.batch_size} images |",
+        f"{_params(ae)} parameters, {stage1['steps']} steps × {ae_stage.train.batch_size} images |",
         f"| compression | d = {1 * 32 * 32} pixels → k = {c}×{h}×{w} = {c * h * w} latent numbers "
         f"(d/k = {recon['compression_ratio']:.0f}) |",
         f"| latent scale | scale_factor {ae.config.scale_factor:.4f}, shift {ae.config.shift_factor:.4f} "
         f"(over {ae.config.latent_stats_images} training images) |",
-        f"| Stage 2 | class-conditional U-Net, {_params(unet)} parameters, {dm_stage.train.steps} steps × "
+        f"| Stage 2 | class-conditional U-Net, {_params(unet)} parameters, {stage2['steps']} steps × "
         f"{dm_stage.train.batch_size} latents, {dm_stage.diffusion.prediction}-prediction, "
         f"{dm_stage.diffusion.loss_weighting} weighting, label dropout {dm_stage.label_dropout} |",
         f"| sampling | DPM-Solver++(2M), 20 steps, guidance 2.0: "
@@ -293,7 +313,8 @@ def write_report(
     ]
     if fid:
         lines.append(
-            f"| FID ({fid['num_fake']} samples vs {fid['num_real']} test images; {fid['protocol']}) | "
+            f"| FID ({fid['num_fake']} class-balanced samples, guidance 2, vs {fid['num_real']} test images; "
+            f"`{fid['protocol']}`; FID from so few samples is biased upwards, compare only at equal N) | "
             f"{fid['fid']:.2f} |"
         )
     lines += [
@@ -304,7 +325,7 @@ def write_report(
         "|---|---|",
         f"| Stage 1 training + latent statistics{reused(stage1)} | {stage1['minutes']:.1f} |",
         f"| encoding + Stage 2 training{reused(stage2)} | {stage2['minutes']:.1f} |",
-        f"| evaluation | {metrics['eval_minutes']:.1f} |",
+        f"| evaluation (PSNR/SSIM, samples, figures, FID) | {metrics['eval_minutes']:.1f} |",
         f"| **total this run** | **{metrics['total_minutes']:.1f}** |",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
