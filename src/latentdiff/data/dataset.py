@@ -9,6 +9,7 @@ passes its own flip mask.
 from __future__ import annotations
 
 import difflib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +42,7 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).div_(127.5).sub_(1.0)
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset, ABC):
     """`(image float32 CHW in [-1, 1], label int)` items; label 0 when the set is unlabelled.
 
     Subclasses store `labels` (int64, N) and implement `uint8_batch`.
@@ -84,9 +85,9 @@ class ImageDataset(Dataset):
             f"flip={self.flip})"
         )
 
+    @abstractmethod
     def uint8_batch(self, indices: np.ndarray) -> np.ndarray:
         """uint8 images (len(indices), C, H, W) of valid, non-negative `indices` (never flipped)."""
-        raise NotImplementedError
 
     def check_indices(self, indices: Indices) -> np.ndarray:
         """Indices as a non-negative int64 array; negative ones count from the end like a list."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,3 +56,14 @@ class TrainConfig:
                 f"train.batch_size ({self.batch_size}) must be divisible by "
                 f"train.grad_accum ({self.grad_accum})"
             )
+
+    def lr_multiplier(self, step: int) -> float:
+        """Learning-rate factor at optimiser step `step`: linear warm-up, then constant or cosine decay to
+        `min_lr_ratio` at `steps` (read at call time, so a run fitted to its time budget decays in it)."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "cosine":
+            span = max(1, self.steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_se
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from latentdiff.training.ema import EMA
+from latentdiff.training.interrupt import StopOnInterrupt
+from latentdiff.training.precision import autocast_context
 from latentdiff.training.task import TrainTask
 
 log = logging.getLogger(__name__)
@@ -37,55 +38,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/inf; the message names the step and the last good checkpoint."""
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"precision fp16 is not supported on {device.type}: CPUs have no fast fp16 units and fp16 "
-            "training without a loss scaler is unstable; use precision bf16 (or fp32)"
-        )
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def lr_multiplier(cfg: TrainConfig):
-    def fn(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.lr_schedule == "cosine":
-            span = max(1, cfg.steps - cfg.warmup_steps)
-            progress = min(1.0, (step - cfg.warmup_steps) / span)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return fn
-
-
-class _StopFlag:
-    """Turns the first Ctrl-C into a request to checkpoint and stop at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
-        log.warning("interrupt received: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 class Trainer:
@@ -126,7 +78,7 @@ class Trainer:
         self.wrapped = {name: self._wrap(m) for name, m in self.modules.items()}
         self.optimizers = {name: self._optimizer(m, specs.get(name)) for name, m in self.modules.items()}
         self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg))
+            name: torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_multiplier)
             for name, opt in self.optimizers.items()
         }
         self.ema = EMA(task.model, cfg.ema_decay, cfg.ema_warmup)
@@ -308,7 +260,7 @@ class Trainer:
         timer = (first_step + 5, 0.0)  # (step at which the rate measurement starts, its time)
         for m in self.modules.values():
             m.train()
-        with _StopFlag() as interrupt:
+        with StopOnInterrupt() as interrupt:
             while self.step < cfg.steps:
                 elapsed = (time.perf_counter() - start) / 60
                 time_up = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes
