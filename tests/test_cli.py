@@ -74,6 +74,7 @@ def test_help_lists_every_command_with_an_example(capsys):
         "demo",
         "import-autoencoder",
         "eval",
+        "export-diffusers",
     )
     for cmd in commands:
         assert cmd in out.stdout

@@ -12,6 +12,7 @@ EXAMPLES = {
     "img2img": "latentdiff img2img runs/demo --input photo.png --strength 0.6 --out out/edit",
     "inpaint": "latentdiff inpaint runs/demo --input photo.png --mask mask.png --out out/inpaint",
     "interpolate": "latentdiff interpolate runs/demo --seed-a 1 --seed-b 2 --n 8 --out out/walk",
+    "export-diffusers": "latentdiff export-diffusers runs/demo --out exported/",
 }
 
 
@@ -61,6 +62,11 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--seed-b", type=int, required=True)
     p.add_argument("--n", type=int, default=8, help="number of images including both ends")
     p.set_defaults(func=cmd_interpolate)
+
+    p = parser("export-diffusers", "write a run's U-Net, autoencoder and scheduler in diffusers' formats")
+    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and unet/")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=cmd_export_diffusers)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -162,3 +168,10 @@ def cmd_interpolate(args: argparse.Namespace) -> str:
         class_labels=args.class_label,
     )
     return _write(args.out, images, [f"interp_{i:02d}" for i in range(len(images))], nrow=len(images))
+
+
+def cmd_export_diffusers(args: argparse.Namespace) -> str:
+    from latentdiff.export import export_to_diffusers
+
+    written = export_to_diffusers(args.run, args.out)
+    return "\n".join(f"{name}: {path}" for name, path in written.items())

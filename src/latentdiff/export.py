@@ -1,0 +1,64 @@
+"""Export a trained run to diffusers' folder formats, so that it runs in diffusers too.
+
+`RUN → OUT/unet` (UNet2DModel), `OUT/vae` (AutoencoderKL, for `kl` autoencoders), `OUT/scheduler`
+(a DDPMScheduler configuration with the run's betas and prediction type) and `OUT/latentdiff.json` (the
+latent shift/scale and class names, which diffusers' unconditional pipelines do not carry). EMA weights are
+exported when the run has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.io.checkpoint import write_json
+
+_BETA_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
+_PREDICTION = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
+
+
+def diffusers_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
+    """The DDPMScheduler configuration with the same betas (Nichol & Dhariwal's cosine is diffusers'
+    `squaredcos_cap_v2`) and prediction type."""
+    return {
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": cfg.num_timesteps,
+        "beta_start": cfg.beta_start,
+        "beta_end": cfg.beta_end,
+        "beta_schedule": _BETA_SCHEDULE[cfg.schedule],
+        "prediction_type": _PREDICTION[cfg.prediction],
+        "rescale_betas_zero_snr": cfg.zero_terminal_snr,
+        "clip_sample": False,
+        "variance_type": "fixed_small",
+        "timestep_spacing": "leading",
+    }
+
+
+def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write the run's U-Net, autoencoder and scheduler in diffusers' formats; returns what was written."""
+    from latentdiff.autoencoder.diffusers_format import save_diffusers_autoencoder
+    from latentdiff.nets.diffusers_format import save_diffusers_unet
+    from latentdiff.pipeline import LatentDiffusionPipeline
+
+    pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")
+    out = Path(out_dir)
+    written = {"unet": save_diffusers_unet(pipe.unet, out / "unet")}
+    if pipe.autoencoder.kind == "kl":
+        written["vae"] = save_diffusers_autoencoder(pipe.autoencoder, out / "vae")
+    (out / "scheduler").mkdir(parents=True, exist_ok=True)
+    write_json(diffusers_scheduler_config(pipe.diffusion), out / "scheduler" / "scheduler_config.json")
+    written["scheduler"] = out / "scheduler"
+    ae = pipe.autoencoder.config
+    write_json(
+        {
+            "autoencoder_kind": ae.kind,
+            "scale_factor": ae.scale_factor,
+            "shift_factor": ae.shift_factor,
+            "class_names": pipe.class_names,
+            "null_class": pipe.unet.null_class if pipe.num_classes else None,
+        },
+        out / "latentdiff.json",
+    )
+    written["latentdiff"] = out / "latentdiff.json"
+    return written
