@@ -186,9 +186,9 @@ def run_model(dataset: str, model: str, ae_name: str | None, args, extractor: In
     return record
 
 
-def summarize(dataset: str, models: dict) -> dict:
+def summarize(dataset: str, models: dict, minutes: float) -> dict:
     pixel = models["pixel"]
-    out = {"models": models}
+    out = {"budget_minutes": minutes, "models": models}
     for name, m in models.items():
         if name == "pixel":
             continue
@@ -237,14 +237,14 @@ def main() -> None:
             name: run_model(dataset, name, ae, args, extractor)
             for name, ae in DATASETS[dataset]["models"].items()
         }
-        datasets[dataset] = summarize(dataset, models)
+        datasets[dataset] = summarize(dataset, models, args.minutes)
         write_result(
             "pixel_vs_latent",
             {
                 "benchmark": "pixel_vs_latent",
                 "machine": machine(),
                 "protocol": {
-                    "budget_minutes": args.minutes,
+                    "budget_minutes_last_run": args.minutes,
                     "sampler": SAMPLER,
                     "steps": STEPS,
                     "curve_fractions": CURVE_FRACTIONS,
