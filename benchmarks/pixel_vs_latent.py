@@ -45,12 +45,14 @@ DATASETS = {
         "resolution": 32,
         "flip": False,
         "reference_split": "test",
+        "final_samples": 1000,
         "models": {"pixel": None, "latent_f4": "fashion_kl_f4"},
     },
     "emoji": {
         "resolution": 64,
         "flip": True,
         "reference_split": "train",
+        "final_samples": 500,
         "models": {"pixel": None, "latent_f4": "emoji_kl_f4", "latent_f8": "emoji_kl_f8"},
     },
 }
@@ -116,14 +118,15 @@ def run_model(dataset: str, model: str, ae_name: str | None, args, extractor: In
     done = 0.0
     for fraction in CURVE_FRACTIONS:
         target = fraction * args.minutes
-        stage = diffusion_stage(dataset, target - done, args.seed)
-        start = time.perf_counter()
-        train_diffusion(stage, run_dir, autoencoder=record.get("autoencoder_source"), resume=True)
-        wall = (time.perf_counter() - start) / 60
-        state, _ = read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, "unet")))
-        seg_minutes = [h["minutes"] for h in state["history"] if "minutes" in h]
-        segments.append(seg_minutes[-1] if seg_minutes else wall)
-        done = sum(segments)
+        stage = diffusion_stage(dataset, max(target - done, 0.0), args.seed)
+        if target - done > 0.01:  # a segment that overshot by one step leaves nothing for the next
+            start = time.perf_counter()
+            train_diffusion(stage, run_dir, autoencoder=record.get("autoencoder_source"), resume=True)
+            wall = (time.perf_counter() - start) / 60
+            state, _ = read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, "unet")))
+            seg_minutes = [h["minutes"] for h in state["history"] if "minutes" in h]
+            segments.append(seg_minutes[-1] if seg_minutes else wall)
+            done = sum(segments)
         images_seen = state["step"] * stage.train.batch_size
         pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
         pipe.progress = False
@@ -228,35 +231,42 @@ def main() -> None:
         help="samples of the final FID (default: 1000 for fashion-mnist, 500 for emoji)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="a subset of the models (pixel, latent_f4, latent_f8); default: all of the dataset's",
+    )
     args = ap.parse_args()
     setup()
     extractor = InceptionFeatures()
-    datasets = (read_result("pixel_vs_latent") or {}).get("datasets", {})
+    previous = read_result("pixel_vs_latent") or {}
+    datasets = previous.get("datasets", {})
+    for d in datasets.values():  # results written before the protocol was kept per dataset
+        d.setdefault("protocol", previous.get("protocol", {}))
     for dataset in args.only:
+        wanted = args.models or list(DATASETS[dataset]["models"])
         models = {
             name: run_model(dataset, name, ae, args, extractor)
             for name, ae in DATASETS[dataset]["models"].items()
+            if name in wanted
         }
         datasets[dataset] = summarize(dataset, models, args.minutes)
+        datasets[dataset]["protocol"] = {
+            "budget_minutes": args.minutes,
+            "sampler": SAMPLER,
+            "steps": STEPS,
+            "curve_fractions": CURVE_FRACTIONS,
+            "curve_samples": args.curve_samples,
+            "final_samples": args.final_samples or DATASETS[dataset]["final_samples"],
+            "seed": args.seed,
+            "conditional": False,
+            "train_precision": "bf16 autocast",
+            "sample_precision": "fp32",
+        }
         write_result(
             "pixel_vs_latent",
-            {
-                "benchmark": "pixel_vs_latent",
-                "machine": machine(),
-                "protocol": {
-                    "budget_minutes_last_run": args.minutes,
-                    "sampler": SAMPLER,
-                    "steps": STEPS,
-                    "curve_fractions": CURVE_FRACTIONS,
-                    "curve_samples": args.curve_samples,
-                    "final_samples": args.final_samples,
-                    "seed": args.seed,
-                    "conditional": False,
-                    "train_precision": "bf16 autocast",
-                    "sample_precision": "fp32",
-                },
-                "datasets": datasets,
-            },
+            {"benchmark": "pixel_vs_latent", "machine": machine(), "datasets": datasets},
         )
     regenerate_docs()
 

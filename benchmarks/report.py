@@ -103,8 +103,10 @@ def unet_section(r: dict | None) -> list[str]:
         )
     bf16 = r.get("bf16", {})
     if bf16:
-        out.append(f"bf16 inference ({bf16.get('chosen')}): outputs within {bf16.get('max_abs_diff_vs_fp32', 0):.4f} "
-                   f"of our fp32 outputs (largest |output| {bf16.get('fp32_output_abs_max', 0):.2f}).")
+        out.append(
+            f"bf16 inference ({bf16.get('chosen')}): outputs within {bf16.get('max_abs_diff_vs_fp32', 0):.4f} "
+            f"of our fp32 outputs (largest |output| {bf16.get('fp32_output_abs_max', 0):.2f})."
+        )
     if "achieved_gflops" in r:
         peak = r.get("matmul_peak_gflops", {})
         out += [
@@ -121,11 +123,12 @@ def pixel_vs_latent_section(r: dict | None) -> list[str]:
     out = ["## The latent-diffusion claim: pixel space vs latent space (`benchmarks/pixel_vs_latent.py`)", ""]
     if not r:
         return [*out, "_Not run yet._", ""]
-    p = r["protocol"]
+    p = next(iter(r["datasets"].values()))["protocol"]
     out += [
         "The same U-Net and the same wall-clock training budget per model (column *budget*) in "
         f"pixel space (identity autoencoder) and in the latent space of a trained autoencoder. Unconditional; "
-        f"sampling with {p['sampler']} {p['steps']} steps; training in {p['train_precision']}.",
+        f"sampling with {p['sampler']} {p['steps']} steps; training in {p['train_precision']}. FID against "
+        "training time uses fewer samples per point (*curve N*) than the final FID (*FID N*).",
         "",
         "| data | model | input to the U-Net | train img/s | sample s/img (incl. decode) | FID | FID N | rFID |",
         "|---|---|---|---|---|---|---|---|",
@@ -140,15 +143,16 @@ def pixel_vs_latent_section(r: dict | None) -> list[str]:
             )
     out += [
         "",
-        "| data | budget per model | train speed-up (latent ÷ pixel) | sampling speed-up | FID pixel | FID latent |",
-        "|---|---|---|---|---|---|",
+        "| data | budget per model | curve N | train speed-up (latent ÷ pixel) | sampling speed-up | FID pixel | FID latent |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dataset, d in r["datasets"].items():
         extra = "".join(f"; f8: {d[k]:.2f}" for k in ("train_speedup_f8",) if k in d)
         extra_s = "".join(f"; f8: {d[k]:.2f}" for k in ("sample_speedup_f8",) if k in d)
         extra_f = "".join(f"; f8: {d[k]:.2f}" for k in ("fid_latent_f8",) if k in d)
         out.append(
-            f"| {dataset} | {d.get('budget_minutes', p.get('budget_minutes', 0)):.0f} min | {d['train_speedup']:.2f}{extra} | {d['sample_speedup']:.2f}{extra_s} | "
+            f"| {dataset} | {d['protocol']['budget_minutes']:.0f} min | {d['protocol']['curve_samples']} | "
+            f"{d['train_speedup']:.2f}{extra} | {d['sample_speedup']:.2f}{extra_s} | "
             f"{d['fid_pixel']:.2f} | {d['fid_latent']:.2f}{extra_f} |"
         )
     out.append("")
