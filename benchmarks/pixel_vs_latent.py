@@ -246,11 +246,20 @@ def main() -> None:
         d.setdefault("protocol", previous.get("protocol", {}))
     for dataset in args.only:
         wanted = args.models or list(DATASETS[dataset]["models"])
-        models = {
-            name: run_model(dataset, name, ae, args, extractor)
-            for name, ae in DATASETS[dataset]["models"].items()
-            if name in wanted
-        }
+        # a run of some of the models keeps the others' results (same protocol required)
+        kept = datasets.get(dataset, {})
+        if args.models and kept.get("protocol", {}).get("budget_minutes") == args.minutes:
+            models = {n: m for n, m in kept.get("models", {}).items() if n not in wanted}
+        else:
+            models = {}
+        if "pixel" not in models and "pixel" not in wanted:
+            raise SystemExit(
+                f"{dataset}: no pixel-space result with a {args.minutes}-minute budget to compare with"
+            )
+        for name, ae in DATASETS[dataset]["models"].items():
+            if name in wanted:
+                models[name] = run_model(dataset, name, ae, args, extractor)
+        models = {n: models[n] for n in DATASETS[dataset]["models"] if n in models}
         datasets[dataset] = summarize(dataset, models, args.minutes)
         datasets[dataset]["protocol"] = {
             "budget_minutes": args.minutes,
