@@ -139,7 +139,7 @@ def pixel_vs_latent_section(r: dict | None) -> list[str]:
             out.append(
                 f"| {dataset} | {name} | {shape} | {m['train_images_per_s']:.1f} | "
                 f"{m['sample_seconds_per_image']:.4f} | {m['fid']:.2f} | {m['fid_num_samples']} | "
-                f"{fmt(m.get('rfid'))} |"
+                f"{fmt(None if m.get('rfid') is None else max(m['rfid'], 0.0))} |"
             )
     out += [
         "",
