@@ -119,6 +119,12 @@ def unet_section(r: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def reading_lines(name: str) -> list[str]:
+    """Our interpretation of a result, kept in benchmarks/readings/NAME.md beside the numbers."""
+    path = READINGS / f"{name}.md"
+    return ["", "**Reading.** " + path.read_text().strip()] if path.is_file() else []
+
+
 def pixel_vs_latent_section(r: dict | None) -> list[str]:
     out = ["## The latent-diffusion claim: pixel space vs latent space (`benchmarks/pixel_vs_latent.py`)", ""]
     if not r:
@@ -159,9 +165,7 @@ def pixel_vs_latent_section(r: dict | None) -> list[str]:
     for dataset, d in r["datasets"].items():
         out.append(f"![{dataset}: FID against training time]({FIG}/{d['plot']})")
         out += [f"![{dataset} {name}]({FIG}/{m['samples']})" for name, m in d["models"].items()]
-    reading = READINGS / "pixel_vs_latent.md"
-    if reading.is_file():
-        out += ["", "**Reading.** " + reading.read_text().strip()]
+    out += reading_lines("pixel_vs_latent")
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
@@ -181,6 +185,7 @@ def samplers_section(r: dict | None) -> list[str]:
         )
     if "plot" in r:
         out += ["", f"![FID against NFE]({FIG}/{r['plot']})"]
+    out += reading_lines("samplers")
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
@@ -191,6 +196,7 @@ def fid_section(r: dict | None) -> list[str]:
     out += [f"Protocol `{r['protocol']}`.", "", "| measurement | value |", "|---|---|"]
     for row in r["rows"]:
         out.append(f"| {row['what']} | {row['value']} |")
+    out += reading_lines("fid_floor")
     return [*out, "", machine_line(r.get("machine")), ""]
 
 

@@ -20,6 +20,22 @@ from latentdiff.nets.blocks import Downsample, ResBlock, SelfAttention, Upsample
 NORM_EPS = 1e-6
 
 
+def resnet_stack(
+    in_channels: int, out_channels: int, num_layers: int, groups: int, dropout: float
+) -> nn.ModuleList:
+    """`num_layers` ResBlocks without time conditioning; the first changes the width."""
+    return nn.ModuleList(
+        ResBlock(
+            in_channels if i == 0 else out_channels,
+            out_channels,
+            dropout=dropout,
+            groups=groups,
+            eps=NORM_EPS,
+        )
+        for i in range(num_layers)
+    )
+
+
 class DownEncoderBlock(nn.Module):
     def __init__(
         self,
@@ -31,16 +47,7 @@ class DownEncoderBlock(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList(
-            ResBlock(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                dropout=dropout,
-                groups=groups,
-                eps=NORM_EPS,
-            )
-            for i in range(num_layers)
-        )
+        self.resnets = resnet_stack(in_channels, out_channels, num_layers, groups, dropout)
         # stride-2 conv after a (0, 1, 0, 1) pad, as the LDM / diffusers AutoencoderKL encoder
         self.downsamplers = (
             nn.ModuleList([Downsample(out_channels, asymmetric_padding=True)]) if downsample else None
@@ -65,16 +72,7 @@ class UpDecoderBlock(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList(
-            ResBlock(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                dropout=dropout,
-                groups=groups,
-                eps=NORM_EPS,
-            )
-            for i in range(num_layers)
-        )
+        self.resnets = resnet_stack(in_channels, out_channels, num_layers, groups, dropout)
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if upsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
