@@ -171,5 +171,8 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
     assert cfg.steps == 1_000_000  # the caller's configuration is not modified
     assert 25 < trainer.cfg.steps < 1_000_000
     last = [h for h in history if "lr" in h][-1]
-    assert last["step"] == trainer.cfg.steps  # the run ended by completing its (fitted) schedule
-    assert last["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.05)
+    # the run ends at its fitted schedule, or just short of it when the machine slowed down after the fit
+    # (the budget is a hard limit): either way the cosine has decayed to (nearly) its floor
+    assert 0.9 * trainer.cfg.steps <= last["step"] <= trainer.cfg.steps
+    floor = cfg.lr * cfg.min_lr_ratio
+    assert floor <= last["lr"] <= floor + 0.03 * (cfg.lr - floor)
