@@ -1,6 +1,9 @@
 """Regenerate docs/benchmarks.md from benchmarks/results/*.json (never edit that page by hand).
 
 python benchmarks/report.py
+
+A section's numbers come only from its JSON; `benchmarks/readings/NAME.md`, when present, is our reading of
+them (written after looking at a run) and is appended to the section as such.
 """
 
 from __future__ import annotations
