@@ -5,28 +5,14 @@ import json
 import pytest
 import torch
 from diffusers import UNet2DModel
+from unet_configs import tiny_unet_config
 
 from latentdiff.io.checkpoint import CheckpointError
-from latentdiff.nets import UNet, UNetConfig, load_diffusers_unet, save_diffusers_unet, unet_to_diffusers
+from latentdiff.nets import UNet, load_diffusers_unet, save_diffusers_unet, unet_to_diffusers
 from latentdiff.nets.diffusers_format import DiffusersFormatError, config_from_diffusers, diffusers_config
 
 ATOL = 1e-5
 TIMESTEPS = [0.0, 0.5, 17.25, 999.0]
-
-
-def _tiny(**overrides) -> UNetConfig:
-    kw = dict(
-        in_channels=4,
-        out_channels=4,
-        sample_size=8,
-        base_channels=32,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_levels=(1,),
-        head_channels=16,
-        groups=8,
-    )
-    return UNetConfig(**{**kw, **overrides})
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
@@ -65,7 +51,7 @@ def _compare(ours: UNet, theirs: UNet2DModel, num_classes: int) -> None:
     ids=["uncond", "class-cond", "default-norm-no-mid-attn", "mult2-single-head"],
 )
 def test_exported_unet_matches_diffusers(tmp_path, overrides):
-    cfg = _tiny(**overrides)
+    cfg = tiny_unet_config(**overrides)
     ours = UNet(cfg).eval()
     _randomize(ours)
     save_diffusers_unet(ours, tmp_path / "unet")
@@ -110,7 +96,7 @@ def test_diffusers_unet_imports_exactly(tmp_path, dconf):
 
 
 def test_export_import_round_trip_is_bit_exact(tmp_path):
-    ours = UNet(_tiny(num_classes=2)).eval()
+    ours = UNet(tiny_unet_config(num_classes=2)).eval()
     _randomize(ours)
     save_diffusers_unet(ours, tmp_path / "u")
     back = load_diffusers_unet(tmp_path / "u")
@@ -122,12 +108,14 @@ def test_export_import_round_trip_is_bit_exact(tmp_path):
 
 
 def test_num_heads_with_unequal_widths_is_not_exportable():
-    cfg = _tiny(attention_levels=(0, 1), head_channels=None, num_heads=2)
+    cfg = tiny_unet_config(attention_levels=(0, 1), head_channels=None, num_heads=2)
     with pytest.raises(DiffusersFormatError, match="num_heads"):
         diffusers_config(cfg)
     # equal widths map onto one attention_head_dim
     assert (
-        diffusers_config(_tiny(attention_levels=(1,), head_channels=None, num_heads=4))["attention_head_dim"]
+        diffusers_config(tiny_unet_config(attention_levels=(1,), head_channels=None, num_heads=4))[
+            "attention_head_dim"
+        ]
         == 16
     )
 
@@ -144,7 +132,7 @@ def test_num_heads_with_unequal_widths_is_not_exportable():
     ],
 )
 def test_unmappable_diffusers_config_names_the_field(field, value):
-    dconf = diffusers_config(_tiny())
+    dconf = diffusers_config(tiny_unet_config())
     dconf[field] = value
     with pytest.raises(DiffusersFormatError, match=field):
         config_from_diffusers(dconf)
@@ -153,7 +141,7 @@ def test_unmappable_diffusers_config_names_the_field(field, value):
 def test_pickle_only_folder_is_refused(tmp_path):
     folder = tmp_path / "legacy"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(diffusers_config(_tiny())))
+    (folder / "config.json").write_text(json.dumps(diffusers_config(tiny_unet_config())))
     (folder / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(CheckpointError, match="pickle"):
         load_diffusers_unet(folder)

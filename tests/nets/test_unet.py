@@ -5,25 +5,11 @@ import json
 
 import pytest
 import torch
+from unet_configs import tiny_unet_config
 
 from latentdiff.config import ConfigError, from_dict
 from latentdiff.io.checkpoint import CheckpointError
 from latentdiff.nets import UNet, UNetConfig
-
-
-def _tiny(**overrides) -> UNetConfig:
-    kw = dict(
-        in_channels=4,
-        out_channels=4,
-        sample_size=8,
-        base_channels=32,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_levels=(1,),
-        head_channels=16,
-        groups=8,
-    )
-    return UNetConfig(**{**kw, **overrides})
 
 
 def _perturbed(cfg: UNetConfig, seed: int = 0) -> UNet:
@@ -48,7 +34,7 @@ def _perturbed(cfg: UNetConfig, seed: int = 0) -> UNet:
     ],
 )
 def test_output_shape(overrides, shape):
-    cfg = _tiny(**overrides)
+    cfg = tiny_unet_config(**overrides)
     with torch.no_grad():
         out = UNet(cfg).eval()(torch.randn(shape), 3)
     assert out.shape == (shape[0], cfg.out_channels, *shape[2:])
@@ -56,7 +42,7 @@ def test_output_shape(overrides, shape):
 
 
 def test_timestep_forms_agree():
-    model = _perturbed(_tiny()).eval()
+    model = _perturbed(tiny_unet_config()).eval()
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         ref = model(x, torch.tensor([7.0, 7.0]))
@@ -69,7 +55,7 @@ def test_timestep_forms_agree():
 
 
 def test_null_class_label_equals_none_and_labels_matter():
-    model = _perturbed(_tiny(num_classes=3)).eval()
+    model = _perturbed(tiny_unet_config(num_classes=3)).eval()
     assert model.null_class == 3
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
@@ -82,7 +68,7 @@ def test_null_class_label_equals_none_and_labels_matter():
 
 
 def test_unconditional_model_rejects_labels_and_bad_inputs():
-    model = UNet(_tiny(channel_mult=(1, 2, 2))).eval()
+    model = UNet(tiny_unet_config(channel_mult=(1, 2, 2))).eval()
     with pytest.raises(ValueError, match="unconditional"):
         model(torch.randn(1, 4, 8, 8), 1, class_labels=torch.tensor([0]))
     with pytest.raises(ValueError, match=r"multiples of 4, got \(1, 4, 6, 8\)"):
@@ -92,7 +78,7 @@ def test_unconditional_model_rejects_labels_and_bad_inputs():
 
 
 def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
-    model = _perturbed(_tiny(num_classes=2))
+    model = _perturbed(tiny_unet_config(num_classes=2))
     ema = {k: v + 1.0 for k, v in model.state_dict().items()}
     model.save_pretrained(tmp_path / "unet", ema_state=ema)
     config = json.loads((tmp_path / "unet" / "config.json").read_text())
@@ -110,7 +96,7 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
 
 
 def test_from_pretrained_errors_name_the_problem(tmp_path):
-    model = UNet(_tiny())
+    model = UNet(tiny_unet_config())
     model.save_pretrained(tmp_path / "a")
     cfg_path = tmp_path / "a" / "config.json"
     config = json.loads(cfg_path.read_text())
@@ -144,9 +130,9 @@ def test_config_validation_names_the_field():
 
 
 def test_gradient_checkpointing_gives_same_output_and_gradients():
-    cfg = _tiny(num_classes=2, dropout=0.2)
+    cfg = tiny_unet_config(num_classes=2, dropout=0.2)
     plain = _perturbed(cfg).train()
-    ckpt = UNet(_tiny(num_classes=2, dropout=0.2, gradient_checkpointing=True)).train()
+    ckpt = UNet(tiny_unet_config(num_classes=2, dropout=0.2, gradient_checkpointing=True)).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 4, 8, 8)
     t = torch.tensor([3.0, 800.0])
@@ -163,8 +149,8 @@ def test_gradient_checkpointing_gives_same_output_and_gradients():
 
 
 def test_channels_last_gives_same_output_and_gradients():
-    base = _perturbed(_tiny(num_classes=2, channels_last=False))
-    fast = UNet(_tiny(num_classes=2, channels_last=True))
+    base = _perturbed(tiny_unet_config(num_classes=2, channels_last=False))
+    fast = UNet(tiny_unet_config(num_classes=2, channels_last=True))
     fast.load_state_dict(base.state_dict())
     assert fast.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(2, 4, 8, 8)
@@ -177,7 +163,7 @@ def test_channels_last_gives_same_output_and_gradients():
 
 
 def test_bf16_weights_take_and_return_float32_close_to_fp32():
-    model = _perturbed(_tiny(num_classes=2)).eval()
+    model = _perturbed(tiny_unet_config(num_classes=2)).eval()
     half = copy.deepcopy(model).to(torch.bfloat16)
     x = torch.randn(4, 4, 8, 8)
     with torch.no_grad():
@@ -189,7 +175,7 @@ def test_bf16_weights_take_and_return_float32_close_to_fp32():
 
 
 def test_autocast_bf16_close_to_fp32():
-    model = _perturbed(_tiny()).eval()
+    model = _perturbed(tiny_unet_config()).eval()
     x = torch.randn(4, 4, 8, 8)
     with torch.no_grad():
         ref = model(x, 50.0)
