@@ -17,6 +17,7 @@ sample grids, and regenerates docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -112,6 +113,8 @@ def prepare_autoencoder(dataset: str, model: str, ae_name: str | None, run_dir: 
 
 def run_model(dataset: str, model: str, ae_name: str | None, args, extractor: InceptionFeatures) -> dict:
     run_dir = RUNS / f"pvl_{dataset}_{model}"
+    # each segment resumes the run, so a run left by another budget would be continued, not restarted
+    shutil.rmtree(run_dir, ignore_errors=True)
     record = {"model": model, **prepare_autoencoder(dataset, model, ae_name, run_dir, args.ae_minutes)}
     reference = load_dataset(dataset, DATASETS[dataset]["reference_split"], DATASETS[dataset]["resolution"])
     curve, images_seen, segments = [], 0, []

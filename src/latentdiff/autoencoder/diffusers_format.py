@@ -20,8 +20,10 @@ import torch
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.autoencoder.model import Autoencoder, load_state_checked
 from latentdiff.io.checkpoint import (
+    DIFFUSERS_WEIGHTS,
     CheckpointError,
     atomic_dir,
+    diffusers_weights_file,
     load_tensors,
     read_json,
     refuse_pickle,
@@ -30,13 +32,6 @@ from latentdiff.io.checkpoint import (
 )
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-PICKLED_WEIGHTS = (
-    "diffusion_pytorch_model.bin",
-    "diffusion_pytorch_model.ckpt",
-    "diffusion_pytorch_model.pt",
-)
 
 # fields of AutoencoderKL's config that carry no architecture (or that we read separately)
 _INFORMATIONAL = {"force_upcast", "sample_size"}
@@ -196,12 +191,7 @@ def load_diffusers_autoencoder(path: str | Path) -> Autoencoder:
     if path.is_file():
         refuse_pickle(path)
         raise DiffusersFormatError(f"{path}: expected a diffusers AutoencoderKL folder, got a file")
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        for name in PICKLED_WEIGHTS:
-            if (path / name).is_file():
-                refuse_pickle(path / name)
-        raise DiffusersFormatError(f"{path}: no {WEIGHTS_FILE} in this folder")
+    weights = diffusers_weights_file(path)
     raw = read_json(path / "config.json")
     config = config_from_diffusers(raw, path / "config.json")
     model = Autoencoder(config)
@@ -260,5 +250,5 @@ def save_diffusers_autoencoder(autoencoder: Autoencoder, path: str | Path) -> Pa
     config = diffusers_config(autoencoder)
     with atomic_dir(path) as tmp:
         write_json(config, tmp / "config.json")
-        save_tensors(autoencoder.state_dict(), tmp / WEIGHTS_FILE)
+        save_tensors(autoencoder.state_dict(), tmp / DIFFUSERS_WEIGHTS)
     return Path(path)

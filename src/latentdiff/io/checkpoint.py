@@ -27,6 +27,8 @@ PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.json"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_PICKLED_WEIGHTS = tuple(f"diffusion_pytorch_model{s}" for s in (".bin", ".ckpt", ".pt"))
 
 
 class CheckpointError(RuntimeError):
@@ -68,6 +70,18 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def diffusers_weights_file(folder: str | Path) -> Path:
+    """The safetensors weights of a diffusers model folder; pickled weights found instead are refused."""
+    folder = Path(folder)
+    weights = folder / DIFFUSERS_WEIGHTS
+    if not weights.is_file():
+        for name in DIFFUSERS_PICKLED_WEIGHTS:
+            if (folder / name).is_file():
+                refuse_pickle(folder / name)
+        raise CheckpointError(f"{folder}: no {DIFFUSERS_WEIGHTS} in this folder")
+    return weights
 
 
 def _fsync_file(path: Path) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from latentdiff.io.checkpoint import (
+    DIFFUSERS_WEIGHTS,
     atomic_dir,
+    diffusers_weights_file,
     load_tensors,
     read_json,
-    refuse_pickle,
     save_tensors,
     write_json,
 )
@@ -26,7 +27,6 @@ from latentdiff.nets.unet import UNet, UNetConfig, load_weights
 
 log = logging.getLogger(__name__)
 
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_VERSION = "0.42.1"  # the diffusers release whose UNet2DModel this format was checked against
 
 # UNet2DModel.__init__ defaults, for keys a config.json leaves out
@@ -240,10 +240,7 @@ def load_diffusers_unet(path: str | Path) -> UNet:
     path = Path(path)
     dconf = read_json(path / "config.json")
     cfg = config_from_diffusers(dconf, where=str(path / "config.json"))
-    weights = path / DIFFUSERS_WEIGHTS
-    pickled = path / "diffusion_pytorch_model.bin"
-    if not weights.is_file() and pickled.is_file():
-        refuse_pickle(pickled)
+    weights = diffusers_weights_file(path)
     state = load_tensors(weights)
     model = UNet(cfg)
     load_weights(model, state, str(weights))
