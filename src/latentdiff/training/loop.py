@@ -27,7 +27,6 @@ from latentdiff.io.images import make_grid, save_grid
 from latentdiff.training import checkpoints as ckpt
 from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_seed
 from latentdiff.training.config import TrainConfig
-from latentdiff.training.cpu_memory import keep_freed_memory
 from latentdiff.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from latentdiff.training.ema import EMA
 from latentdiff.training.interrupt import StopOnInterrupt
@@ -60,8 +59,6 @@ class Trainer:
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
         autocast_context(self.device, cfg.precision)  # fail fast on fp16 + CPU
-        if self.device.type == "cpu":
-            keep_freed_memory()
         world, accum = self.dist.world_size, cfg.grad_accum
         if cfg.batch_size % (world * accum):
             raise ValueError(
