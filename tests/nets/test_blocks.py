@@ -64,7 +64,10 @@ def test_resblock_matches_diffusers(in_ch, out_ch, temb, scale_shift, channels_l
         x = x.contiguous(memory_format=torch.channels_last)
         ours = ours.to(memory_format=torch.channels_last)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, e), expected, rtol=0, atol=ATOL)
+        # std-0.2 weights give outputs up to ~8: both are float32 results of different summation orders
+        # (measured against float64: diffusers 2.3e-6, ours 5.4e-6 off at |y| ≤ 7.9), so the bound scales
+        atol = max(ATOL, 2e-6 * expected.abs().max().item())
+        torch.testing.assert_close(ours(x, e), expected, rtol=0, atol=atol)
 
 
 def test_resblock_gradients_match_diffusers():

@@ -2,11 +2,14 @@
 
 PyTorch's own channels-last GroupNorm kernel is ~10× slower on CPU than the contiguous one when groups
 hold few channels (2 channels per group at 64 channels / 32 groups), which would eat the gain of
-channels-last convolutions. Here the statistics come from per-channel reductions over the pixels
-(vectorised across the contiguous channel dimension) merged exactly per group, the affine map is a single
-fused multiply-add with a per-(sample, channel) scale and shift, and the backward pass is written out
-instead of being traced through those operations. The per-sample affine also absorbs the diffusion time
-"scale-shift" modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one pass over `h`.
+channels-last convolutions. Float32 channels-last CPU tensors therefore run the fused GroupNorm(+SiLU)
+kernel of `csrc/group_norm_silu.cpp` (built on first use, see `cpu_kernels`): three passes over the data
+forward and two backward, SiLU included. Where it is not available (no compiler, other dtypes, fewer
+samples than threads) the same maths runs as PyTorch operators: per-channel reductions over the pixels
+(vectorised across the contiguous channel dimension) merged exactly per group, the affine map as one
+fused multiply-add with a per-(sample, channel) scale and shift, and the backward pass written out
+instead of traced. Both take a per-sample affine, which absorbs the diffusion time "scale-shift"
+modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one pass over `h`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from latentdiff.nets import cpu_kernels
 
 
 def _pixels(x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +123,53 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None
 
 
+class _FusedGroupNorm(torch.autograd.Function):
+    """The compiled kernel: y = act(GroupNorm(x)·weight + bias), act = SiLU or identity."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        groups: int,
+        eps: float,
+        silu: bool,
+    ) -> torch.Tensor:
+        y, mean, rstd = cpu_kernels.group_norm_kernel().forward(x, weight, bias, groups, eps, silu)
+        ctx.groups, ctx.silu = groups, silu
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        kernel = cpu_kernels.group_norm_kernel()
+        dx, dweight, dbias = kernel.backward(grad, x, mean, rstd, weight, bias, ctx.groups, ctx.silu)
+        if weight.ndim == 1:
+            dweight, dbias = dweight.sum(0), dbias.sum(0)
+        needs = ctx.needs_input_grad
+        return (
+            dx if needs[0] else None,
+            dweight if needs[1] else None,
+            dbias if needs[2] else None,
+            None,
+            None,
+            None,
+        )
+
+
+def _fused_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Float32 throughout, and at least one sample per thread (the kernel parallelises over samples)."""
+    return (
+        x.dtype == weight.dtype == bias.dtype == torch.float32
+        and x.shape[0] >= torch.get_num_threads()
+        and cpu_kernels.enabled()
+        and cpu_kernels.group_norm_kernel() is not None
+    )
+
+
 def group_norm(
     x: torch.Tensor,
     groups: int,
@@ -130,12 +182,20 @@ def group_norm(
     """GroupNorm of a (B, C, H, W) tensor with affine `weight`, `bias` of shape (C,) or per sample (B, C),
     followed by SiLU when `silu`.
 
-    Channels-last CPU tensors take the paths above; others PyTorch's kernel (+ one multiply-add for a
-    per-sample affine).
+    Channels-last CPU tensors take the compiled kernel or the operator paths above; others PyTorch's kernel
+    (+ one multiply-add for a per-sample affine).
     """
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     if x.device.type == "cpu" and x.ndim == 4 and channels_last:
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        recording = torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or bias.requires_grad
+        )
+        if _fused_kernel_applies(x, weight, bias):
+            weight, bias = weight.contiguous(), bias.contiguous()
+            if recording:
+                return _FusedGroupNorm.apply(x, weight, bias, groups, eps, silu)
+            return cpu_kernels.group_norm_kernel().forward(x, weight, bias, groups, eps, silu)[0]
+        if recording:
             y = _ChannelsLastGroupNorm.apply(x, weight, bias, groups, eps)
             return F.silu(y) if silu else y
         return _inference_group_norm(x, groups, weight, bias, eps, silu)

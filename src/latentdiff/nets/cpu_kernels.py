@@ -1,0 +1,122 @@
+"""Compiled CPU kernels of the nets, built on first use; PyTorch operators where they cannot be built.
+
+`group_norm_kernel()` returns the extension module built from `csrc/group_norm_silu.cpp` by
+`torch.utils.cpp_extension` (needs a C++ compiler; the `ninja` build tool is a dependency). The build
+takes about half a minute once per machine and is cached in torch's extension folder
+(`TORCH_EXTENSIONS_DIR` chooses another). Without a compiler, after a failed build, or with
+`LATENTDIFF_CPU_KERNELS=0` it returns None and the callers run the same maths as PyTorch operators
+(slower); the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import platform
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ENV_SWITCH = "LATENTDIFF_CPU_KERNELS"
+GROUP_NORM_SOURCE = Path(__file__).with_name("csrc") / "group_norm_silu.cpp"
+STALE_LOCK_SECONDS = 600.0  # a build lock older than this was left by a killed build
+
+
+def enabled() -> bool:
+    """False when the environment switches the compiled kernels off (`LATENTDIFF_CPU_KERNELS=0`)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def compile_flags() -> list[str]:
+    flags = ["-O3"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-march=native")  # AVX2 / AVX-512 where this CPU has them
+    if platform.system() == "Linux" and torch.backends.openmp.is_available():
+        flags.append("-fopenmp")  # ATen's parallel_for is an OpenMP region compiled into the extension
+    return flags
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: code built for one CPU must not load on another that shares the
+    cache folder (an NFS home on a cluster)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return f"{platform.machine()} {platform.processor()} {flags}"
+
+
+def build_name(source: Path, flags: list[str]) -> str:
+    """Extension name = cache key: source, flags, CPU and torch version."""
+    digest = hashlib.sha256()
+    for part in (source.read_bytes(), " ".join(flags).encode(), _cpu_signature().encode()):
+        digest.update(part)
+    digest.update(torch.__version__.encode())
+    return f"latentdiff_{source.stem}_{digest.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """torch runs `ninja` from PATH, which lacks the virtual environment's bin folder when Python is started
+    by its full path."""
+    import ninja
+
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, old]) if old else ninja.BIN_DIR
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def _remove_stale_lock(name: str) -> None:
+    """torch waits forever on the lock file of a build that was killed; remove it once it is old."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    with contextlib.suppress(OSError):
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+            log.warning("removed the stale build lock %s", lock)
+
+
+def load_extension(source: Path) -> types.ModuleType | None:
+    """Build (or load the cached build of) one C++ source as a Python module; None if that fails."""
+    if not enabled():
+        log.info("compiled CPU kernels are off (%s=0)", ENV_SWITCH)
+        return None
+    flags = compile_flags()
+    name = build_name(source, flags)
+    try:
+        from torch.utils.cpp_extension import load
+
+        _remove_stale_lock(name)
+        log.info("loading the CPU kernel %s (built once per machine, about 30 s)", name)
+        ldflags = ["-fopenmp"] if "-fopenmp" in flags else []
+        with _ninja_on_path():
+            return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=ldflags)
+    except Exception as exc:  # no compiler, no ninja, a compile error: the operator path still works
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning(
+            "could not build the CPU kernel %s (%s); using PyTorch operators instead (slower). "
+            "Set %s=0 to skip the attempt.",
+            source.name,
+            reason,
+            ENV_SWITCH,
+        )
+        return None
+
+
+@functools.cache
+def group_norm_kernel() -> types.ModuleType | None:
+    """The fused GroupNorm(+SiLU) kernel (`forward`, `backward`), or None where it is not available."""
+    return load_extension(GROUP_NORM_SOURCE)
