@@ -110,6 +110,13 @@ def unet_section(r: dict | None) -> list[str]:
             f"bf16 inference ({bf16.get('chosen')}): outputs within {bf16.get('max_abs_diff_vs_fp32', 0):.4f} "
             f"of our fp32 outputs (largest |output| {bf16.get('fp32_output_abs_max', 0):.2f})."
         )
+    gn = r.get("group_norm")
+    if gn:
+        out.append(
+            f"Our GroupNorm: {gn['ours']}; with it as PyTorch operators instead the ratios are "
+            f"{gn['train_speedup_with_operator_group_norm']:.2f} (train) and "
+            f"{gn['sample_speedup_fp32_with_operator_group_norm']:.2f} (fp32 sampling)."
+        )
     if "achieved_gflops" in r:
         peak = r.get("matmul_peak_gflops", {})
         out += [
@@ -119,6 +126,7 @@ def unet_section(r: dict | None) -> list[str]:
         ]
     if "figure" in r:
         out += ["", f"![U-Net throughput]({FIG}/{r['figure']})"]
+    out += reading_lines("unet_throughput")
     return [*out, ""]
 
 
