@@ -3,9 +3,10 @@
 `group_norm_kernel()` returns the extension module built from `csrc/group_norm_silu.cpp` by
 `torch.utils.cpp_extension` (needs a C++ compiler; the `ninja` build tool is a dependency). The build
 takes about half a minute once per machine and is cached in torch's extension folder
-(`TORCH_EXTENSIONS_DIR` chooses another). Without a compiler, after a failed build, or with
-`LATENTDIFF_CPU_KERNELS=0` it returns None and the callers run the same maths as PyTorch operators
-(slower); the reason is logged once.
+(`TORCH_EXTENSIONS_DIR` chooses another). Only on Linux, where the kernel is built with OpenMP like
+PyTorch itself (elsewhere it would run on one thread). Without a compiler, after a failed build, on
+other systems or with `LATENTDIFF_CPU_KERNELS=0` it returns None and the callers run the same maths as
+PyTorch operators (slower); the reason is logged once.
 """
 
 from __future__ import annotations
@@ -39,9 +40,7 @@ def compile_flags() -> list[str]:
     flags = ["-O3"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-march=native")  # AVX2 / AVX-512 where this CPU has them
-    if platform.system() == "Linux" and torch.backends.openmp.is_available():
-        flags.append("-fopenmp")  # ATen's parallel_for is an OpenMP region compiled into the extension
-    return flags
+    return [*flags, "-fopenmp"]  # ATen's parallel_for is an OpenMP region compiled into the extension
 
 
 def _cpu_signature() -> str:
@@ -94,6 +93,9 @@ def load_extension(source: Path) -> types.ModuleType | None:
     if not enabled():
         log.info("compiled CPU kernels are off (%s=0)", ENV_SWITCH)
         return None
+    if platform.system() != "Linux" or not torch.backends.openmp.is_available():
+        log.info("compiled CPU kernels are built on Linux with OpenMP only; using PyTorch operators")
+        return None
     flags = compile_flags()
     name = build_name(source, flags)
     try:
@@ -101,9 +103,8 @@ def load_extension(source: Path) -> types.ModuleType | None:
 
         _remove_stale_lock(name)
         log.info("loading the CPU kernel %s (built once per machine, about 30 s)", name)
-        ldflags = ["-fopenmp"] if "-fopenmp" in flags else []
         with _ninja_on_path():
-            return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=ldflags)
+            return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as exc:  # no compiler, no ninja, a compile error: the operator path still works
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning(
