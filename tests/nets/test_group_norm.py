@@ -166,6 +166,32 @@ def test_kernel_matches_float64_reference(kernel, monkeypatch, shape, per_sample
         torch.testing.assert_close(group_norm(x, groups, w, bias, 1e-6, silu=silu), y, rtol=0, atol=0)
 
 
+def test_kernel_bfloat16_rounds_only_its_outputs(kernel, monkeypatch):
+    # autocast feeds bf16 activations with float32 affine parameters: the kernel computes in float32, so
+    # y and dx carry one bf16 rounding (2^-9 relative) and the parameter gradients none
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    torch.manual_seed(9)
+    x = _cl(torch.randn(4, 64, 9, 9) * 2 + 1).bfloat16().requires_grad_()
+    w = torch.randn(4, 64, requires_grad=True)
+    bias = torch.randn(4, 64, requires_grad=True)
+    grad = _cl(torch.randn(4, 64, 9, 9)).bfloat16()
+    y = group_norm(x, 32, w, bias, 1e-6, silu=True)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    dx, dw, db = torch.autograd.grad(y, (x, w, bias), grad)
+    assert dx.dtype == torch.bfloat16 and dw.dtype == db.dtype == torch.float32
+
+    ref_inputs = [t.detach().double().requires_grad_() for t in (x, w, bias)]
+    xr, wr, br = ref_inputs
+    ref = F.silu(
+        F.group_norm(xr.contiguous(), 32, None, None, 1e-6) * wr[:, :, None, None] + br[:, :, None, None]
+    )
+    want = torch.autograd.grad(ref, ref_inputs, grad.double())
+    assert (y.double() - ref).abs().max() <= 2**-8 * ref.abs().max()
+    assert (dx.double() - want[0]).abs().max() <= 2**-8 * want[0].abs().max()
+    for name, g, r in zip(["weight", "bias"], (dw, db), want[1:], strict=True):
+        torch.testing.assert_close(g.double(), r, rtol=0, atol=1e-5 * r.abs().max().item(), msg=name)
+
+
 def _counting(fn, calls):
     def wrapped(*args):
         calls.append(1)

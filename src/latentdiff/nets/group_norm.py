@@ -2,14 +2,14 @@
 
 PyTorch's own channels-last GroupNorm kernel is ~10× slower on CPU than the contiguous one when groups
 hold few channels (2 channels per group at 64 channels / 32 groups), which would eat the gain of
-channels-last convolutions. Float32 channels-last CPU tensors therefore run the fused GroupNorm(+SiLU)
-kernel of `csrc/group_norm_silu.cpp` (built on first use, see `cpu_kernels`): three passes over the data
-forward and two backward, SiLU included. Where it is not available (no compiler, other dtypes, fewer
-samples than threads) the same maths runs as PyTorch operators: per-channel reductions over the pixels
-(vectorised across the contiguous channel dimension) merged exactly per group, the affine map as one
-fused multiply-add with a per-(sample, channel) scale and shift, and the backward pass written out
-instead of traced. Both take a per-sample affine, which absorbs the diffusion time "scale-shift"
-modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one pass over `h`.
+channels-last convolutions. Float32 and bfloat16 channels-last CPU tensors therefore run the fused
+GroupNorm(+SiLU) kernel of `csrc/group_norm_silu.cpp` (built on first use, see `cpu_kernels`): three
+passes over the data forward and two backward, SiLU included. Where it is not available (no compiler,
+other dtypes, fewer samples than threads) the same maths runs as PyTorch operators: per-channel
+reductions over the pixels (vectorised across the contiguous channel dimension) merged exactly per group,
+the affine map as one fused multiply-add with a per-(sample, channel) scale and shift, and the backward
+pass written out instead of traced. Both take a per-sample affine, which absorbs the diffusion time
+"scale-shift" modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one pass over `h`.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
 
 
 class _FusedGroupNorm(torch.autograd.Function):
-    """The compiled kernel: y = act(GroupNorm(x)·weight + bias), act = SiLU or identity."""
+    """The compiled kernel: y = act(GroupNorm(x)·weight + bias), act = SiLU or identity; y and dx in x's
+    dtype (float32 or bfloat16), float32 weight and bias."""
 
     @staticmethod
     def forward(
@@ -160,10 +161,11 @@ class _FusedGroupNorm(torch.autograd.Function):
         )
 
 
-def _fused_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
-    """Float32 throughout, and at least one sample per thread (the kernel parallelises over samples)."""
+def _fused_kernel_applies(x: torch.Tensor) -> bool:
+    """Float32 or bfloat16 activations, and at least one sample per thread (the kernel parallelises over
+    samples)."""
     return (
-        x.dtype == weight.dtype == bias.dtype == torch.float32
+        x.dtype in (torch.float32, torch.bfloat16)
         and x.shape[0] >= torch.get_num_threads()
         and cpu_kernels.enabled()
         and cpu_kernels.group_norm_kernel() is not None
@@ -190,8 +192,10 @@ def group_norm(
         recording = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or bias.requires_grad
         )
-        if _fused_kernel_applies(x, weight, bias):
-            weight, bias = weight.contiguous(), bias.contiguous()
+        if _fused_kernel_applies(x):
+            # the kernel computes in float32 and returns x's dtype (under autocast a bf16 y feeds the
+            # next convolution as it is)
+            weight, bias = weight.float().contiguous(), bias.float().contiguous()
             if recording:
                 return _FusedGroupNorm.apply(x, weight, bias, groups, eps, silu)
             return cpu_kernels.group_norm_kernel().forward(x, weight, bias, groups, eps, silu)[0]
