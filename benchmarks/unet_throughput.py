@@ -335,7 +335,7 @@ def main() -> None:
             "ours": "latentdiff UNet (channels-last, fused GroupNorm+SiLU CPU kernel with the time "
             "scale-shift folded into its affine map, upsampling as a 4-tap transposed convolution, "
             "attention projections as 1x1 convolutions), torch.optim.AdamW(fused=True); bf16 = weights "
-            "cast to bf16 or autocast (bf16 GroupNorm runs as PyTorch operators)",
+            "cast to bf16 or autocast (the GroupNorm kernel reads and writes bf16, computes in fp32)",
             "diffusers": "UNet2DModel defaults (contiguous NCHW), torch.optim.AdamW() defaults",
             "torch": torch.__version__,
             "diffusers_version": diffusers.__version__,
