@@ -77,11 +77,15 @@ def _ninja_on_path() -> Iterator[None]:
         os.environ["PATH"] = old
 
 
-def _remove_stale_lock(name: str) -> None:
-    """torch waits forever on the lock file of a build that was killed; remove it once it is old."""
+def _build_directory(name: str) -> Path:
     from torch.utils.cpp_extension import _get_build_directory
 
-    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    return Path(_get_build_directory(name, verbose=False))
+
+
+def _remove_stale_lock(name: str) -> None:
+    """torch waits forever on the lock file of a build that was killed; remove it once it is old."""
+    lock = _build_directory(name) / "lock"
     with contextlib.suppress(OSError):
         if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
             lock.unlink()
@@ -102,7 +106,10 @@ def load_extension(source: Path) -> types.ModuleType | None:
         from torch.utils.cpp_extension import load
 
         _remove_stale_lock(name)
-        log.info("loading the CPU kernel %s (built once per machine, about 30 s)", name)
+        if (_build_directory(name) / f"{name}.so").is_file():
+            log.debug("loading the cached CPU kernel %s", name)
+        else:
+            log.info("building the CPU kernel %s (once per machine, about 30 s)", source.name)
         with _ninja_on_path():
             return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as exc:  # no compiler, no ninja, a compile error: the operator path still works
