@@ -5,8 +5,8 @@ import logging
 import os
 import platform
 import shutil
+import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -242,15 +242,26 @@ def test_fewer_samples_than_threads_use_operators(monkeypatch):
 
 def test_stale_build_lock_is_removed(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    name = "latentdiff_lock_test"
-    lock = Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
+    folder = cpu_kernels._build_directory("latentdiff_lock_test")
+    assert folder.is_dir() and folder.is_relative_to(tmp_path)
+    lock = folder / "lock"
     lock.touch()
-    cpu_kernels._remove_stale_lock(name)
+    cpu_kernels._remove_stale_lock(folder)
     assert lock.exists()  # a fresh lock belongs to a build in progress
     old = time.time() - cpu_kernels.STALE_LOCK_SECONDS - 10
     os.utime(lock, (old, old))
-    cpu_kernels._remove_stale_lock(name)
+    cpu_kernels._remove_stale_lock(folder)
     assert not lock.exists()
+
+
+def test_unwritable_extension_folder_falls_back_to_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "home"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if "home" in str(p) else real_access(p, mode))
+    folder = cpu_kernels._build_directory("latentdiff_ro_test")
+    assert folder.is_dir()
+    assert folder == tmp_path / "tmp" / "latentdiff_torch_extensions" / "latentdiff_ro_test"
 
 
 def test_build_name_changes_with_source_and_flags(tmp_path):

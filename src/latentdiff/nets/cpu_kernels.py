@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import platform
+import tempfile
 import time
 import types
 from collections.abc import Iterator
@@ -78,14 +79,24 @@ def _ninja_on_path() -> Iterator[None]:
 
 
 def _build_directory(name: str) -> Path:
+    """torch's folder for this extension (created), or one under the temporary folder where that cannot
+    be written (a read-only home)."""
     from torch.utils.cpp_extension import _get_build_directory
 
-    return Path(_get_build_directory(name, verbose=False))
+    try:
+        folder = Path(_get_build_directory(name, verbose=False))
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    folder = Path(tempfile.gettempdir()) / "latentdiff_torch_extensions" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def _remove_stale_lock(name: str) -> None:
+def _remove_stale_lock(folder: Path) -> None:
     """torch waits forever on the lock file of a build that was killed; remove it once it is old."""
-    lock = _build_directory(name) / "lock"
+    lock = folder / "lock"
     with contextlib.suppress(OSError):
         if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
             lock.unlink()
@@ -105,13 +116,20 @@ def load_extension(source: Path) -> types.ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        _remove_stale_lock(name)
-        if (_build_directory(name) / f"{name}.so").is_file():
+        folder = _build_directory(name)
+        _remove_stale_lock(folder)
+        if (folder / f"{name}.so").is_file():
             log.debug("loading the cached CPU kernel %s", name)
         else:
             log.info("building the CPU kernel %s (once per machine, about 30 s)", source.name)
         with _ninja_on_path():
-            return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=["-fopenmp"])
+            return load(
+                name=name,
+                sources=[str(source)],
+                extra_cflags=flags,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(folder),
+            )
     except Exception as exc:  # no compiler, no ninja, a compile error: the operator path still works
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning(
