@@ -261,7 +261,7 @@ def test_unwritable_extension_folder_falls_back_to_temporary_folder(tmp_path, mo
     monkeypatch.setattr(os, "access", lambda p, mode: False if "home" in str(p) else real_access(p, mode))
     folder = cpu_kernels._build_directory("latentdiff_ro_test")
     assert folder.is_dir()
-    assert folder == tmp_path / "tmp" / "latentdiff_torch_extensions" / "latentdiff_ro_test"
+    assert folder == tmp_path / "tmp" / f"latentdiff_torch_extensions_{os.getuid()}" / "latentdiff_ro_test"
 
 
 def test_build_name_changes_with_source_and_flags(tmp_path):

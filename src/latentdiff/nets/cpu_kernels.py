@@ -89,8 +89,13 @@ def _build_directory(name: str) -> Path:
             return folder
     except OSError:
         pass
-    folder = Path(tempfile.gettempdir()) / "latentdiff_torch_extensions" / name
-    folder.mkdir(parents=True, exist_ok=True)
+    # a shared temporary folder: a per-user root that must be ours, or another user could plant the library
+    root = Path(tempfile.gettempdir()) / f"latentdiff_torch_extensions_{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.stat().st_uid != os.getuid():
+        raise PermissionError(f"{root} belongs to another user")
+    folder = root / name
+    folder.mkdir(exist_ok=True)
     return folder
 
 
