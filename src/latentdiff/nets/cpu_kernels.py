@@ -91,7 +91,7 @@ def _build_directory(name: str) -> Path:
         pass
     # a shared temporary folder: a per-user root that must be ours, or another user could plant the library
     root = Path(tempfile.gettempdir()) / f"latentdiff_torch_extensions_{os.getuid()}"
-    root.mkdir(mode=0o700, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     if root.stat().st_uid != os.getuid():
         raise PermissionError(f"{root} belongs to another user")
     folder = root / name
