@@ -258,6 +258,10 @@ class Trainer:
         )
         start, images_seen, first_step = time.perf_counter(), 0, self.step
         timer = (first_step + 5, 0.0)  # (step at which the rate measurement starts, its time)
+        # the rate is measured over ≥ 20 steps and ≥ 5 % of the budget (at most a minute): a few fast or
+        # slow steps on a shared machine must not decide the length of the whole schedule
+        fit_window = min(60.0, 0.05 * cfg.max_minutes * 60)
+        fit_pending = cfg.fit_to_time and cfg.max_minutes > 0
         for m in self.modules.values():
             m.train()
         with StopOnInterrupt() as interrupt:
@@ -268,9 +272,14 @@ class Trainer:
                 self.step += 1
                 if self.step == timer[0]:
                     timer = (timer[0], time.perf_counter())
-                elif cfg.fit_to_time and cfg.max_minutes > 0 and self.step == timer[0] + 20:
+                elif (
+                    fit_pending
+                    and self.step >= timer[0] + 20
+                    and time.perf_counter() - timer[1] >= fit_window
+                ):
                     self._fit_steps_to_time(start, timer)
                     bar.total = cfg.steps
+                    fit_pending = False
                 images_seen += cfg.batch_size
                 bar.update(1)
                 rate = images_seen / max(1e-9, time.perf_counter() - start)
