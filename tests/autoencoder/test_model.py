@@ -52,6 +52,42 @@ def test_shapes_round_trip(kind, f, channels):
     assert ae.compression_ratio(x.shape) == channels * f * f / ae.latent_channels
 
 
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_channels_last_inside_ordinary_tensors_outside(kind):
+    # the networks run channels-last (and the GroupNorm kernel) but hand out plain NCHW tensors, and give
+    # what the same weights compute on contiguous tensors through PyTorch's own GroupNorm
+    ae = build(tiny(kind, 4, 3)).eval()
+    assert ae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        post = ae.encode(x)
+        rec = ae.decode(post.mean)
+        assert ae.encoder(x).is_contiguous() and rec.is_contiguous()
+        plain = build(tiny(kind, 4, 3)).eval()
+        plain.encoder.forward = _contiguous_forward(plain.encoder)
+        plain.decoder.forward = _contiguous_forward(plain.decoder)
+        torch.testing.assert_close(plain.encode(x).mean, post.mean, rtol=0, atol=1e-5)
+        torch.testing.assert_close(plain.decode(post.mean), rec, rtol=0, atol=1e-5)
+
+
+def _contiguous_forward(net):
+    """The network's layers applied in NCHW (torch.nn.GroupNorm via nets.group_norm's fallback)."""
+    net.to(memory_format=torch.contiguous_format)
+    blocks = net.down_blocks if hasattr(net, "down_blocks") else net.up_blocks
+
+    def forward(x):
+        h = net.conv_in(x)
+        if hasattr(net, "up_blocks"):
+            h = net.mid_block(h)
+        for block in blocks:
+            h = block(h)
+        if hasattr(net, "down_blocks"):
+            h = net.mid_block(h)
+        return net.conv_out(torch.nn.functional.silu(net.conv_norm_out(h)))
+
+    return forward
+
+
 def test_wrong_input_shape_names_the_expectation():
     ae = build(tiny("kl", 4, 3))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*f=4"):
