@@ -14,6 +14,7 @@ pass written out instead of traced. Both take a per-sample affine, which absorbs
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import torch
@@ -136,9 +137,10 @@ class _FusedGroupNorm(torch.autograd.Function):
         groups: int,
         eps: float,
         silu: bool,
+        kernel: types.ModuleType,
     ) -> torch.Tensor:
-        y, mean, rstd = cpu_kernels.group_norm_kernel().forward(x, weight, bias, groups, eps, silu)
-        ctx.groups, ctx.silu = groups, silu
+        y, mean, rstd = kernel.forward(x, weight, bias, groups, eps, silu)
+        ctx.groups, ctx.silu, ctx.kernel = groups, silu, kernel
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         return y
 
@@ -146,8 +148,7 @@ class _FusedGroupNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, mean, rstd = ctx.saved_tensors
-        kernel = cpu_kernels.group_norm_kernel()
-        dx, dweight, dbias = kernel.backward(grad, x, mean, rstd, weight, bias, ctx.groups, ctx.silu)
+        dx, dweight, dbias = ctx.kernel.backward(grad, x, mean, rstd, weight, bias, ctx.groups, ctx.silu)
         if weight.ndim == 1:
             dweight, dbias = dweight.sum(0), dbias.sum(0)
         needs = ctx.needs_input_grad
@@ -158,18 +159,16 @@ class _FusedGroupNorm(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
-def _fused_kernel_applies(x: torch.Tensor) -> bool:
-    """Float32 or bfloat16 activations, and at least one sample per thread (the kernel parallelises over
-    samples)."""
-    return (
-        x.dtype in (torch.float32, torch.bfloat16)
-        and x.shape[0] >= torch.get_num_threads()
-        and cpu_kernels.enabled()
-        and cpu_kernels.group_norm_kernel() is not None
-    )
+def _fused_kernel(x: torch.Tensor) -> types.ModuleType | None:
+    """The compiled kernel where it applies: float32 or bfloat16 activations, at least one sample per
+    thread (it parallelises over samples), switched on and built; else None."""
+    if x.dtype not in (torch.float32, torch.bfloat16) or x.shape[0] < torch.get_num_threads():
+        return None
+    return cpu_kernels.group_norm_kernel() if cpu_kernels.enabled() else None
 
 
 def group_norm(
@@ -192,13 +191,14 @@ def group_norm(
         recording = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or bias.requires_grad
         )
-        if _fused_kernel_applies(x):
+        kernel = _fused_kernel(x)
+        if kernel is not None:
             # the kernel computes in float32 and returns x's dtype (under autocast a bf16 y feeds the
             # next convolution as it is)
             weight, bias = weight.float().contiguous(), bias.float().contiguous()
             if recording:
-                return _FusedGroupNorm.apply(x, weight, bias, groups, eps, silu)
-            return cpu_kernels.group_norm_kernel().forward(x, weight, bias, groups, eps, silu)[0]
+                return _FusedGroupNorm.apply(x, weight, bias, groups, eps, silu, kernel)
+            return kernel.forward(x, weight, bias, groups, eps, silu)[0]
         if recording:
             y = _ChannelsLastGroupNorm.apply(x, weight, bias, groups, eps)
             return F.silu(y) if silu else y
