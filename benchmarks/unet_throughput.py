@@ -27,7 +27,6 @@ every round's rates, the per-round paired ratios and the best round of each vari
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -37,6 +36,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -81,20 +81,6 @@ def build_models(batch: int) -> tuple[UNet, torch.nn.Module, UNetConfig]:
     theirs = UNet2DModel(**dconf)
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs, cfg
-
-
-@contextlib.contextmanager
-def operator_group_norm():
-    """Run ours with its GroupNorm as PyTorch operators (the compiled kernel switched off)."""
-    old = os.environ.get(cpu_kernels.ENV_SWITCH)
-    os.environ[cpu_kernels.ENV_SWITCH] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[cpu_kernels.ENV_SWITCH]
-        else:
-            os.environ[cpu_kernels.ENV_SWITCH] = old
 
 
 def count_flops(fn) -> int:
@@ -198,7 +184,8 @@ def main() -> None:
                 F.conv2d(a, c)
 
     def with_operators(fn, *fn_args) -> None:
-        with operator_group_norm():
+        """Run ours with its GroupNorm as PyTorch operators (the compiled kernel switched off)."""
+        with mock.patch.dict(os.environ, {cpu_kernels.ENV_SWITCH: "0"}):
             fn(*fn_args)
 
     train_n, sample_n = args.train_iters, args.sample_iters
