@@ -14,9 +14,7 @@ Measured (images/s, median over rounds, every round runs every variant, rotating
 - our bf16 inference: bf16 weights (input/output stay fp32) and `torch.autocast("cpu", bfloat16)`, with the
   largest absolute deviation of each from our fp32 output;
 - a 2048³ fp32 (and bf16) GEMM in every round, as torch.mm and as a oneDNN 1×1 convolution, as the
-  attainable peak under the same load;
-- ours again with its GroupNorm as PyTorch operators instead of the compiled kernel
-  (`LATENTDIFF_CPU_KERNELS=0`, train and fp32 sampling), to show what the kernel contributes.
+  attainable peak under the same load.
 FLOPs of one forward / train step come from `torch.utils.flop_counter.FlopCounterMode`.
 
 The headline speedups are ratios of medians. On a shared machine a round that overlaps another job runs
@@ -36,13 +34,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from latentdiff.nets import UNet, UNetConfig, cpu_kernels
+from latentdiff.nets import UNet, UNetConfig
 from latentdiff.nets.diffusers_format import diffusers_config
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -106,7 +103,6 @@ def main() -> None:
     import diffusers
 
     b = args.batch
-    kernel_built = cpu_kernels.group_norm_kernel() is not None  # build it before anything is timed
     ours, theirs, cfg = build_models(b)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(b, 4, 16, 16, generator=gen)
@@ -183,11 +179,6 @@ def main() -> None:
             for _ in range(5):
                 F.conv2d(a, c)
 
-    def with_operators(fn, *fn_args) -> None:
-        """Run ours with its GroupNorm as PyTorch operators (the compiled kernel switched off)."""
-        with mock.patch.dict(os.environ, {cpu_kernels.ENV_SWITCH: "0"}):
-            fn(*fn_args)
-
     train_n, sample_n = args.train_iters, args.sample_iters
     variants = {
         # name: (callable running one unit, work units per call, unit)
@@ -196,20 +187,12 @@ def main() -> None:
             lambda: [train_step(theirs, opt_theirs, True) for _ in range(train_n)],
             train_n * b,
         ),
-        "train_ours_operator_group_norm": (
-            lambda: [with_operators(train_step, ours, opt_ours, False) for _ in range(train_n)],
-            train_n * b,
-        ),
         "train_diffusers_fused_adamw": (
             lambda: [train_step(theirs_fused, opt_theirs_fused, True) for _ in range(train_n)],
             train_n * b,
         ),
         "sample_ours_fp32": (lambda: [sample(ours) for _ in range(sample_n)], sample_n * b),
         "sample_diffusers_fp32": (lambda: [sample(theirs, True) for _ in range(sample_n)], sample_n * b),
-        "sample_ours_fp32_operator_group_norm": (
-            lambda: [with_operators(sample, ours) for _ in range(sample_n)],
-            sample_n * b,
-        ),
         "sample_ours_bf16_weights": (lambda: [sample(ours_bf16) for _ in range(sample_n)], sample_n * b),
         "sample_ours_bf16_autocast": (
             lambda: [sample(ours, autocast=True) for _ in range(sample_n)],
@@ -255,16 +238,6 @@ def main() -> None:
         "sample_speedup_bf16": bf16_rate / med["sample_diffusers_fp32"],
         "targets": TARGETS,
         "train_speedup_vs_diffusers_with_fused_adamw": med["train_ours"] / med["train_diffusers_fused_adamw"],
-        "group_norm": {
-            "ours": "compiled kernel (src/latentdiff/nets/csrc/group_norm_silu.cpp)"
-            if kernel_built
-            else "PyTorch operators (the compiled kernel could not be built)",
-            "train_speedup_with_operator_group_norm": med["train_ours_operator_group_norm"]
-            / med["train_diffusers"],
-            "sample_speedup_fp32_with_operator_group_norm": med["sample_ours_fp32_operator_group_norm"]
-            / med["sample_diffusers_fp32"],
-            "compile_flags": cpu_kernels.compile_flags(),
-        },
         "images_per_s_median": {k: v for k, v in med.items() if not k.startswith("matmul")},
         "images_per_s_best_round": {k: v for k, v in best.items() if not k.startswith("matmul")},
         "speedups_per_round": {
@@ -319,10 +292,10 @@ def main() -> None:
             "warmup_rounds": 1,
             "train_steps_per_round": train_n,
             "forwards_per_round": sample_n,
-            "ours": "latentdiff UNet (channels-last, fused GroupNorm+SiLU CPU kernel with the time "
-            "scale-shift folded into its affine map, upsampling as a 4-tap transposed convolution, "
-            "attention projections as 1x1 convolutions), torch.optim.AdamW(fused=True); bf16 = weights "
-            "cast to bf16 or autocast (the GroupNorm kernel reads and writes bf16, computes in fp32)",
+            "ours": "latentdiff UNet (channels-last, GroupNorm+SiLU as PyTorch operators on channels-last "
+            "tensors with the time scale-shift folded into its affine map, upsampling as a 4-tap "
+            "transposed convolution, attention projections as 1x1 convolutions), "
+            "torch.optim.AdamW(fused=True); bf16 = weights cast to bf16 or autocast",
             "diffusers": "UNet2DModel defaults (contiguous NCHW), torch.optim.AdamW() defaults",
             "torch": torch.__version__,
             "diffusers_version": diffusers.__version__,

@@ -54,8 +54,8 @@ def test_shapes_round_trip(kind, f, channels):
 
 @pytest.mark.parametrize("kind", ["kl", "vq"])
 def test_channels_last_inside_ordinary_tensors_outside(kind):
-    # the networks run channels-last (and the GroupNorm kernel) but hand out plain NCHW tensors, and give
-    # what the same weights compute on contiguous tensors through PyTorch's own GroupNorm
+    # the networks run channels-last (and our channels-last GroupNorm) but hand out plain NCHW tensors, and
+    # give what the same weights compute on contiguous tensors through PyTorch's own GroupNorm
     ae = build(tiny(kind, 4, 3)).eval()
     assert ae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(4, 3, 16, 16) * 2 - 1

@@ -7,8 +7,8 @@ builds from `DownEncoderBlock2D` / `UpDecoderBlock2D`), so an `AutoencoderKL` st
 `mid_block.attentions[0]`, `up_blocks[i].resnets[j]`, `up_blocks[i].upsamplers[0].conv`,
 `conv_norm_out`, `conv_out`. The decoder's `up_blocks[0]` works at the lowest resolution.
 
-Both run channels-last inside (weights and activations; faster convolutions, and the fused GroupNorm
-kernel on the CPU) and take and return ordinary NCHW tensors.
+Both run channels-last inside (weights and activations; faster convolutions, and the channels-last
+GroupNorm of `nets.group_norm` on the CPU) and take and return ordinary NCHW tensors.
 """
 
 from __future__ import annotations

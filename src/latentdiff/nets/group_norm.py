@@ -2,26 +2,21 @@
 
 PyTorch's own channels-last GroupNorm kernel is ~10× slower on CPU than the contiguous one when groups
 hold few channels (2 channels per group at 64 channels / 32 groups), which would eat the gain of
-channels-last convolutions. Float32 and bfloat16 channels-last CPU tensors therefore run the fused
-GroupNorm(+SiLU) kernel of `csrc/group_norm_silu.cpp` (built on first use, see `cpu_kernels`): three
-passes over the data forward and two backward, SiLU included. Where it is not available (no compiler,
-other dtypes, fewer samples than threads) the same maths runs as PyTorch operators: per-channel
-reductions over the pixels (vectorised across the contiguous channel dimension) merged exactly per group,
-the affine map as one fused multiply-add with a per-(sample, channel) scale and shift, and the backward
-pass written out instead of traced. Both take a per-sample affine, which absorbs the diffusion time
-"scale-shift" modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one pass over `h`.
+channels-last convolutions. Channels-last CPU tensors therefore run the same maths as PyTorch operators:
+per-channel reductions over the pixels (vectorised across the contiguous channel dimension) merged
+exactly per group, the affine map as one fused multiply-add with a per-(sample, channel) scale and shift,
+and the backward pass written out instead of traced. The affine may be per sample, which absorbs the
+diffusion time "scale-shift" modulation (Dhariwal & Nichol 2021, sec. 3), so ``norm(h)·(1+s)+t`` is one
+pass over `h`.
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
-
-from latentdiff.nets import cpu_kernels
 
 
 def _pixels(x: torch.Tensor) -> torch.Tensor:
@@ -124,53 +119,6 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None
 
 
-class _FusedGroupNorm(torch.autograd.Function):
-    """The compiled kernel: y = act(GroupNorm(x)·weight + bias), act = SiLU or identity; y and dx in x's
-    dtype (float32 or bfloat16), float32 weight and bias."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-        groups: int,
-        eps: float,
-        silu: bool,
-        kernel: types.ModuleType,
-    ) -> torch.Tensor:
-        y, mean, rstd = kernel.forward(x, weight, bias, groups, eps, silu)
-        ctx.groups, ctx.silu, ctx.kernel = groups, silu, kernel
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = ctx.kernel.backward(grad, x, mean, rstd, weight, bias, ctx.groups, ctx.silu)
-        if weight.ndim == 1:
-            dweight, dbias = dweight.sum(0), dbias.sum(0)
-        needs = ctx.needs_input_grad
-        return (
-            dx if needs[0] else None,
-            dweight if needs[1] else None,
-            dbias if needs[2] else None,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def _fused_kernel(x: torch.Tensor) -> types.ModuleType | None:
-    """The compiled kernel where it applies: float32 or bfloat16 activations, at least one sample per
-    thread (it parallelises over samples), switched on and built; else None."""
-    if x.dtype not in (torch.float32, torch.bfloat16) or x.shape[0] < torch.get_num_threads():
-        return None
-    return cpu_kernels.group_norm_kernel() if cpu_kernels.enabled() else None
-
-
 def group_norm(
     x: torch.Tensor,
     groups: int,
@@ -183,22 +131,14 @@ def group_norm(
     """GroupNorm of a (B, C, H, W) tensor with affine `weight`, `bias` of shape (C,) or per sample (B, C),
     followed by SiLU when `silu`.
 
-    Channels-last CPU tensors take the compiled kernel or the operator paths above; others PyTorch's kernel
-    (+ one multiply-add for a per-sample affine).
+    Channels-last CPU tensors take the operator paths above; others PyTorch's kernel (+ one multiply-add
+    for a per-sample affine).
     """
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     if x.device.type == "cpu" and x.ndim == 4 and channels_last:
         recording = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or bias.requires_grad
         )
-        kernel = _fused_kernel(x)
-        if kernel is not None:
-            # the kernel computes in float32 and returns x's dtype (under autocast a bf16 y feeds the
-            # next convolution as it is)
-            weight, bias = weight.float().contiguous(), bias.float().contiguous()
-            if recording:
-                return _FusedGroupNorm.apply(x, weight, bias, groups, eps, silu, kernel)
-            return kernel.forward(x, weight, bias, groups, eps, silu)[0]
         if recording:
             y = _ChannelsLastGroupNorm.apply(x, weight, bias, groups, eps)
             return F.silu(y) if silu else y
