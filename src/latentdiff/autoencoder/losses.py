@@ -1,6 +1,6 @@
-"""Training objective of the Stage 1 autoencoder: reconstruction (+ optional perceptual term) + the model's
-regulariser (KL or VQ) + an adaptively weighted PatchGAN term (Esser et al. 2021, "Taming Transformers",
-sec. 3.1; Rombach et al. 2022, appendix G).
+"""Training objective of the Stage 1 autoencoder: reconstruction + the model's regulariser (KL or VQ) + an
+adaptively weighted PatchGAN term (Esser et al. 2021, "Taming Transformers", sec. 3.1; Rombach et al.
+2022, appendix G). There is no perceptual (LPIPS) term: its pretrained weights are not available offline.
 
 Recommended use: keep `disc_start` after the reconstruction has converged (watch the validation PSNR
 flatten). Before `disc_start` the GAN term is exactly zero and the discriminator is not even run; an
@@ -16,7 +16,6 @@ The training step calls, per optimiser step,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,20 +26,14 @@ from torch import nn
 from latentdiff.autoencoder.discriminator import DiscriminatorNorm, PatchDiscriminator
 from latentdiff.autoencoder.model import AutoencoderOutput
 
-PerceptualLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 @dataclass
 class AutoencoderLossConfig:
-    """Weights of the Stage 1 objective and the discriminator's shape.
-
-    `perceptual_weight` applies to a user-supplied `perceptual(x, x_rec)` callable (e.g. LPIPS when it is
-    available); with no callable it is unused. `disc_weight = 0` switches the GAN off entirely.
-    """
+    """Weights of the Stage 1 objective and the discriminator's shape. `disc_weight = 0` switches the GAN
+    off entirely. The KL weight belongs to the model (`AutoencoderConfig.kl_weight`)."""
 
     recon_kind: Literal["l1", "l2"] = "l1"
     recon_weight: float = 1.0
-    perceptual_weight: float = 0.0
     disc_weight: float = 0.5
     disc_start: int = 10_000
     adaptive_weight: bool = True
@@ -50,7 +43,7 @@ class AutoencoderLossConfig:
     disc_norm: DiscriminatorNorm = "batch"
 
     def __post_init__(self) -> None:
-        for key in ("recon_weight", "perceptual_weight", "disc_weight", "adaptive_weight_max"):
+        for key in ("recon_weight", "disc_weight", "adaptive_weight_max"):
             if getattr(self, key) < 0:
                 raise ValueError(f"autoencoder_loss.{key}={getattr(self, key)!r}: must be >= 0")
         if self.disc_start < 0:
@@ -114,11 +107,10 @@ def generator_loss(
     *,
     discriminator: nn.Module | None = None,
     last_layer: torch.Tensor | None = None,
-    perceptual: PerceptualLoss | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Autoencoder objective at step `step`:
 
-        recon_weight·rec + perceptual_weight·perceptual + aux (KL or VQ) + disc_weight·λ·(−E[D(x̂)])
+        recon_weight·rec + aux (KL or VQ) + disc_weight·λ·(−E[D(x̂)])
 
     λ is `adaptive_weight` of the reconstruction part when `config.adaptive_weight` (needs `last_layer`
     and recorded gradients; without gradients, e.g. in validation, the GAN term gets λ = 0), else 1.
@@ -129,10 +121,6 @@ def generator_loss(
     rec = reconstruction_loss(x, x_rec, config.recon_kind)
     nll = config.recon_weight * rec
     logs: dict[str, float] = {"rec_loss": float(rec.detach())}
-    if perceptual is not None and config.perceptual_weight > 0:
-        p = perceptual(x, x_rec).mean()
-        nll = nll + config.perceptual_weight * p
-        logs["perceptual_loss"] = float(p.detach())
     total = nll + output.aux_loss
     logs["aux_loss"] = float(output.aux_loss.detach())
     if disc_active(config, step):
