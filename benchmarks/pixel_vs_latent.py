@@ -166,7 +166,7 @@ def run_model(dataset: str, model: str, ae_name: str | None, args, extractor: In
         nrow=8,
         upscale=max(1, 128 // grid.shape[-1]),
     )
-    unet_params = sum(p.numel() for p in pipe.unet.parameters())
+    unet_params = sum(p.numel() for p in pipe.backbone.parameters())
     c, h, w = pipe.latent_shape
     record.update(
         {

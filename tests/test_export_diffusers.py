@@ -26,9 +26,9 @@ def test_exported_run_matches_in_diffusers(tiny_run, tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, *pipe.latent_shape, generator=g)
     t = torch.tensor([10.0, 700.0])
-    labels = torch.tensor([3, pipe.unet.null_class])
+    labels = torch.tensor([3, pipe.num_classes])
     with torch.no_grad():
-        ours = pipe.unet(z, t, labels)
+        ours = pipe.backbone(z, t, {"class": labels})
         theirs = unet(z, t, class_labels=labels).sample
         torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
         images = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1

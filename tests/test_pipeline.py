@@ -143,8 +143,9 @@ def test_guidance_one_equals_conditional_model(pipe):
     t = torch.tensor([500, 500])
     from latentdiff.diffusion.guidance import Denoiser
 
-    guided = Denoiser(pipe.unet, pipe.schedule, "eps", labels, 1.0, pipe.unet.null_class)(x, t)
-    plain = pipe.unet(x, t, labels)
+    cond = {"class": labels}
+    guided = Denoiser(pipe.backbone, pipe.schedule, "eps", cond, pipe.backbone.null_cond(cond), 1.0)(x, t)
+    plain = pipe.backbone(x, t, cond)
     assert torch.equal(guided[1], plain)
     a = pipe(num_images=2, steps=3, seed=0, class_labels=[5, 7], guidance_scale=1.0, output_type="pt")
     assert a.shape == (2, 1, 8, 8)

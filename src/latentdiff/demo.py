@@ -116,7 +116,7 @@ def diffusion_stage(preset: str = "full") -> DiffusionStage:
             fit_to_time=True,
         ),
         conditional="yes",
-        label_dropout=0.1,
+        cond_dropout={"class": 0.1},
     )
 
 
@@ -275,7 +275,7 @@ def write_report(
 ) -> Path:
     recon = metrics["reconstruction"]
     c, h, w = pipe.latent_shape
-    ae, unet = pipe.autoencoder, pipe.unet
+    ae, unet = pipe.autoencoder, pipe.backbone
     reused = lambda rec: " (reused from an earlier run)" if rec["reused"] else ""  # noqa: E731
     fid = metrics.get("fid")
     lines = [
@@ -300,7 +300,7 @@ def write_report(
         f"(over {ae.config.latent_stats_images} training images) |",
         f"| Stage 2 | class-conditional U-Net, {_params(unet)} parameters, {stage2['steps']} steps × "
         f"{dm_stage.train.batch_size} latents, {dm_stage.diffusion.prediction}-prediction, "
-        f"{dm_stage.diffusion.loss_weighting} weighting, label dropout {dm_stage.label_dropout} |",
+        f"{dm_stage.diffusion.loss_weighting} weighting, label dropout {dm_stage.cond_dropout['class']} |",
         f"| sampling | DPM-Solver++(2M), 20 steps, guidance 2.0: "
         f"{metrics['sampling_seconds_per_image'] * 1000:.1f} ms per image incl. decoding |",
         "",

@@ -43,7 +43,12 @@ def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, P
 
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")
     out = Path(out_dir)
-    written = {"unet": save_diffusers_unet(pipe.unet, out / "unet")}
+    if pipe.backbone_name == "dit":
+        from latentdiff.nets.dit_diffusers_format import save_diffusers_dit
+
+        written = {"transformer": save_diffusers_dit(pipe.backbone, out / "transformer")}
+    else:
+        written = {"unet": save_diffusers_unet(pipe.backbone, out / "unet")}
     if pipe.autoencoder.kind == "kl":
         written["vae"] = save_diffusers_autoencoder(pipe.autoencoder, out / "vae")
     (out / "scheduler").mkdir(parents=True, exist_ok=True)
@@ -56,7 +61,7 @@ def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, P
             "scale_factor": ae.scale_factor,
             "shift_factor": ae.shift_factor,
             "class_names": pipe.class_names,
-            "null_class": pipe.unet.null_class if pipe.num_classes else None,
+            "null_class": pipe.num_classes if pipe.num_classes else None,
         },
         out / "latentdiff.json",
     )

@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.config import from_dict
-from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.diffusion.config import DiffusionConfig, upgrade_diffusion_dict
 from latentdiff.diffusion.guidance import Denoiser
+from latentdiff.diffusion.preconditioning import Preconditioning
 from latentdiff.diffusion.samplers import get_sampler, sampler_timesteps
 from latentdiff.diffusion.schedule import make_schedule
 from latentdiff.io.checkpoint import CheckpointError, read_json
 from latentdiff.io.images import to_pil, to_uint8
-from latentdiff.nets.unet import UNet
+from latentdiff.nets.backbones import find_backbone_folder, load_backbone
 from latentdiff.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -52,21 +53,23 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class LatentDiffusionPipeline:
-    """Frozen autoencoder + U-Net + noise schedule; call it to generate images."""
+    """Frozen autoencoder + backbone (any of `nets.backbones`) + noise schedule and preconditioning; call
+    it to generate images."""
 
     def __init__(
         self,
         autoencoder: Autoencoder,
-        unet: UNet,
+        backbone: torch.nn.Module,
         diffusion: DiffusionConfig,
         class_names: Sequence[str] | None = None,
         device: str | torch.device = "auto",
     ) -> None:
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
-        self.unet = unet.to(self.device).eval().requires_grad_(False)
+        self.backbone = backbone.to(self.device).eval().requires_grad_(False)
         self.diffusion = diffusion
         self.schedule = make_schedule(diffusion)
+        self.precond = Preconditioning(diffusion.prediction, diffusion.sigma_data)
         self.class_names = list(class_names or [])
         self.progress = True
 
@@ -74,31 +77,43 @@ class LatentDiffusionPipeline:
     def from_pretrained(
         cls, run_dir: str | Path, device: str = "auto", weights: str = "auto"
     ) -> LatentDiffusionPipeline:
-        """Load `run_dir/autoencoder`, `run_dir/unet` (EMA weights when present) and `scheduler.json`."""
+        """Load `run_dir/autoencoder`, the run's backbone folder (`unet/` or `dit/`; EMA weights when
+        present) and `scheduler.json`."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"run folder not found: {run_dir}")
-        for part, command in (("autoencoder", "train-autoencoder"), ("unet", "train-diffusion")):
-            if not (run_dir / part / "config.json").is_file():
-                raise CheckpointError(
-                    f"{run_dir} has no trained {part} ({run_dir / part} missing): "
-                    f"train it with `latentdiff {command} --out {run_dir}`"
-                )
+        if not (run_dir / "autoencoder" / "config.json").is_file():
+            raise CheckpointError(
+                f"{run_dir} has no trained autoencoder ({run_dir / 'autoencoder'} missing): "
+                f"train it with `latentdiff train-autoencoder --out {run_dir}`"
+            )
+        folder = find_backbone_folder(run_dir)
+        if folder is None:
+            raise CheckpointError(
+                f"{run_dir} has no trained diffusion backbone (unet/ or dit/ missing): "
+                f"train it with `latentdiff train-diffusion --out {run_dir}`"
+            )
         autoencoder = Autoencoder.from_pretrained(run_dir / "autoencoder", weights=weights)
-        unet = UNet.from_pretrained(run_dir / "unet", weights=weights)
-        diffusion = from_dict(DiffusionConfig, read_json(run_dir / "scheduler.json"))
+        backbone = load_backbone(folder, weights=weights)
+        scheduler = upgrade_diffusion_dict(read_json(run_dir / "scheduler.json"))
+        diffusion = from_dict(DiffusionConfig, scheduler, "scheduler.json: ")
         classes = read_json(run_dir / "classes.json") if (run_dir / "classes.json").is_file() else []
-        return cls(autoencoder, unet, diffusion, classes, device)
+        return cls(autoencoder, backbone, diffusion, classes, device)
 
     # ------------------------------------------------------------------------------------- helpers
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        c = self.unet.config
+        c = self.backbone.config
         return c.in_channels, c.sample_size, c.sample_size
 
     @property
+    def backbone_name(self) -> str:
+        """The registry name of the backbone (`unet`, `dit`), as stored in its config.json."""
+        return self.backbone.config_dict()["backbone"]
+
+    @property
     def num_classes(self) -> int:
-        return self.unet.config.num_classes
+        return self.backbone.config.num_classes
 
     def class_index(self, label: int | str) -> int:
         """A class by index or (case-insensitive) name; errors list the valid names."""
@@ -131,7 +146,34 @@ class LatentDiffusionPipeline:
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
         if generator is not None:
             return generator
-        return torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+        g = torch.Generator()
+        if seed is None:
+            g.seed()  # a fresh random seed for this generator only: the caller's global RNG is untouched
+        else:
+            g.manual_seed(seed)
+        return g
+
+    def conditions(
+        self, class_labels: Labels, negative_class_labels: Labels, n: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """(cond, uncond) for `n` images: ``{"class": labels}`` (or ``{}`` for unconditional sampling) and
+        what guidance contrasts it with — the negative classes when given, else the learned null."""
+        labels = self._labels(class_labels, n)
+        negative = self._labels(negative_class_labels, n)
+        if negative is not None and labels is None:
+            raise ValueError("negative_class_labels need class_labels to contrast with")
+        if labels is None:
+            return {}, None
+        cond = {"class": labels}
+        return cond, {"class": negative} if negative is not None else self.backbone.null_cond(cond)
+
+    @staticmethod
+    def _rows(
+        conds: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None], sl: slice
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        cond, uncond = conds
+        pick = lambda c: {k: v[sl] for k, v in c.items()}  # noqa: E731
+        return pick(cond), None if uncond is None else pick(uncond)
 
     def _denoise(
         self,
@@ -139,27 +181,19 @@ class LatentDiffusionPipeline:
         steps: int,
         sampler: str,
         guidance_scale: float,
-        labels: torch.Tensor | None,
+        conds: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None],
         generator: torch.Generator,
         callback=None,
         **opts: Any,
     ) -> torch.Tensor:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        if guidance_scale != 1.0 and labels is None:
+        cond, uncond = conds
+        if guidance_scale != 1.0 and not cond:
             raise ValueError(
                 "guidance_scale != 1 needs class_labels (classifier-free guidance is conditional)"
             )
-        if labels is None and self.num_classes > 0:
-            labels = torch.full((len(x_T),), self.unet.null_class, dtype=torch.long, device=self.device)
-        denoiser = Denoiser(
-            self.unet,
-            self.schedule,
-            self.diffusion.prediction,
-            class_labels=labels,
-            guidance_scale=guidance_scale,
-            null_label=self.unet.null_class if labels is not None else None,
-        )
+        denoiser = Denoiser(self.backbone, self.schedule, self.precond, cond, uncond, guidance_scale)
         return get_sampler(sampler)(
             denoiser, x_T, self.schedule, steps, generator=generator, callback=callback, **opts
         )
@@ -192,6 +226,7 @@ class LatentDiffusionPipeline:
         sampler: str = "dpmpp_2m",
         guidance_scale: float = 1.0,
         class_labels: Labels = None,
+        negative_class_labels: Labels = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: OutputType = "pil",
@@ -202,7 +237,7 @@ class LatentDiffusionPipeline:
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
         g = self._generator(seed, generator)
-        labels = self._labels(class_labels, num_images)
+        conds = self.conditions(class_labels, negative_class_labels, num_images)
         x_T = self.noise(num_images, g)
         out = []
         batches = range(0, num_images, batch_size)
@@ -213,7 +248,7 @@ class LatentDiffusionPipeline:
                 steps,
                 sampler,
                 guidance_scale,
-                None if labels is None else labels[sl],
+                self._rows(conds, sl),
                 g,
                 **sampler_opts,
             )
@@ -234,6 +269,7 @@ class LatentDiffusionPipeline:
         sampler: str = "dpmpp_2m",
         guidance_scale: float = 1.0,
         class_labels: Labels = None,
+        negative_class_labels: Labels = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: OutputType = "pt",
@@ -250,8 +286,8 @@ class LatentDiffusionPipeline:
         t = sampler_timesteps(sampler, self.schedule, steps)[skip]
         noise = torch.randn(z0.shape, generator=g).to(self.device)
         z_t = self.schedule.add_noise(z0, noise, t.expand(len(z0)).to(self.device))
-        labels = self._labels(class_labels, len(z0))
-        z = self._denoise(z_t, steps, sampler, guidance_scale, labels, g, start_index=skip)
+        conds = self.conditions(class_labels, negative_class_labels, len(z0))
+        z = self._denoise(z_t, steps, sampler, guidance_scale, conds, g, start_index=skip)
         return self._output(self.decode(z), output_type)
 
     def latent_mask(self, mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -278,6 +314,7 @@ class LatentDiffusionPipeline:
         sampler: str = "ddim",
         guidance_scale: float = 1.0,
         class_labels: Labels = None,
+        negative_class_labels: Labels = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: OutputType = "pt",
@@ -296,8 +333,8 @@ class LatentDiffusionPipeline:
             return m * info["x"] + (1 - m) * known_t
 
         x_T = self.noise(len(images), g)
-        labels = self._labels(class_labels, len(images))
-        z = self._denoise(x_T, steps, sampler, guidance_scale, labels, g, callback=blend)
+        conds = self.conditions(class_labels, negative_class_labels, len(images))
+        z = self._denoise(x_T, steps, sampler, guidance_scale, conds, g, callback=blend)
         return self._output(self.decode(z), output_type)
 
     @torch.no_grad()
@@ -310,6 +347,7 @@ class LatentDiffusionPipeline:
         sampler: str = "dpmpp_2m",
         guidance_scale: float = 1.0,
         class_labels: Labels = None,
+        negative_class_labels: Labels = None,
         output_type: OutputType = "pt",
     ) -> Any:
         """`n` images along the great circle between the initial noise of `seed_a` and `seed_b`; the
@@ -319,13 +357,13 @@ class LatentDiffusionPipeline:
         a = self.noise(1, torch.Generator().manual_seed(seed_a))[0]
         b = self.noise(1, torch.Generator().manual_seed(seed_b))[0]
         x_T = torch.stack([slerp(a, b, i / (n - 1)) for i in range(n)])
-        labels = self._labels(class_labels, n)
+        conds = self.conditions(class_labels, negative_class_labels, n)
         images = []
         for i in range(n):  # one at a time, with the generator state plain sampling would have
             g = torch.Generator().manual_seed(seed_a if i < n - 1 else seed_b)
             self.noise(1, g)
-            lab = None if labels is None else labels[i : i + 1]
-            images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, lab, g)))
+            one = self._rows(conds, slice(i, i + 1))
+            images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, one, g)))
         return self._output(torch.cat(images), output_type)
 
     @torch.no_grad()
@@ -337,18 +375,19 @@ class LatentDiffusionPipeline:
         at: Sequence[int] | None = None,
         guidance_scale: float = 1.0,
         class_labels: Labels = None,
+        negative_class_labels: Labels = None,
         seed: int | None = None,
     ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """Decoded predictions of z_0 (and the current noisy latent) after the chosen step indices:
         a list of (step, x̂_0 images, z_t latents)."""
         at = sorted(set(at if at is not None else np.linspace(0, steps - 1, 5).round().astype(int).tolist()))
         g = self._generator(seed, None)
-        labels = self._labels(class_labels, num_images)
+        conds = self.conditions(class_labels, negative_class_labels, num_images)
         frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
         def record(info: dict[str, Any]) -> None:
             if info["i"] in at:
                 frames.append((int(info["i"]), self.decode(info["x0_pred"]).cpu(), info["x"].cpu()))
 
-        self._denoise(self.noise(num_images, g), steps, sampler, guidance_scale, labels, g, callback=record)
+        self._denoise(self.noise(num_images, g), steps, sampler, guidance_scale, conds, g, callback=record)
         return frames

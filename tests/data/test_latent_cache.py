@@ -40,7 +40,8 @@ def test_kl_round_trip_is_exact(tmp_path):
     assert not any(ae.grad_enabled_seen), "encoding must run without autograd"
 
     images = _all_images(dataset)
-    mean, std, labels = cache.get_batch(np.arange(len(dataset)))
+    mean, std, cond = cache.get_batch(np.arange(len(dataset)))
+    labels = cond["class"]
     assert mean.dtype == std.dtype == torch.float32 and labels.dtype == torch.int64
     assert torch.equal(mean, pooled(images))
     assert torch.equal(std, fake_std(pooled(images)))
@@ -51,8 +52,8 @@ def test_kl_round_trip_is_exact(tmp_path):
     assert reopened.latent_shape == (1, 4, 4)
     assert reopened.class_names == ["a", "b", "c"] and reopened.num_classes == 3
     assert reopened.dataset_name == "synthetic"
-    m, s, label = reopened[5]
-    assert torch.equal(m, mean[5]) and torch.equal(s, std[5]) and label == int(dataset.labels[5])
+    m, s, item_cond = reopened[5]
+    assert torch.equal(m, mean[5]) and torch.equal(s, std[5]) and item_cond["class"] == int(dataset.labels[5])
     m_last, _, _ = reopened[-1]
     assert torch.equal(m_last, mean[-1])
     with pytest.raises(IndexError):
@@ -67,7 +68,8 @@ def test_flip_stores_encodings_of_flipped_images(tmp_path):
     n = len(dataset)
     assert len(cache) == 2 * n and cache.flip is True
     images = _all_images(dataset)
-    mean, std, labels = cache.get_batch(torch.arange(2 * n))
+    mean, std, cond = cache.get_batch(torch.arange(2 * n))
+    labels = cond["class"]
     assert torch.equal(mean[:n], pooled(images))
     assert torch.equal(mean[n:], pooled(images.flip(-1)))
     assert torch.equal(std[n:], fake_std(pooled(images.flip(-1))))
@@ -79,12 +81,12 @@ def test_vq_cache_holds_code_indices(tmp_path):
     dataset = synthetic_dataset(n=9)
     cache = encode_dataset(FakeAutoencoder("vq"), dataset, tmp_path / "vq", batch_size=4, progress=False)
     assert cache.kind == "vq" and cache.latent_shape == (4, 4)
-    indices, std, labels = cache.get_batch([0, 3, 8])
+    indices, std, _ = cache.get_batch([0, 3, 8])
     assert std is None and indices.dtype == torch.int64
     expected = fake_indices(pooled(_all_images(dataset)))[[0, 3, 8]]
     assert torch.equal(indices, expected)
-    item, none, label = cache[3]
-    assert none is None and torch.equal(item, expected[1]) and label == int(dataset.labels[3])
+    item, none, item_cond = cache[3]
+    assert none is None and torch.equal(item, expected[1]) and item_cond["class"] == int(dataset.labels[3])
 
 
 def test_identity_kind_stores_mean_and_std(tmp_path):
@@ -178,6 +180,8 @@ def test_two_ranks_write_the_same_cache_as_one(tmp_path, kind):
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     sharded = LatentCache(out)
     n = len(single)
-    for a, b in zip(single.get_batch(range(n)), sharded.get_batch(range(n)), strict=True):
+    (*a_arrays, a_cond), (*b_arrays, b_cond) = single.get_batch(range(n)), sharded.get_batch(range(n))
+    for a, b in zip(a_arrays, b_arrays, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
+    assert a_cond.keys() == b_cond.keys() and all(torch.equal(a_cond[k], b_cond[k]) for k in a_cond)
     assert sharded.meta == single.meta

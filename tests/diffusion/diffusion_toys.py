@@ -12,13 +12,15 @@ DATA_STD = 0.5
 
 
 def toy_model(schedule: NoiseSchedule, prediction: str):
-    """model(x, t, labels) -> raw output: the exact denoiser of Gaussian data N(0, DATA_STD²) in the given
+    """model(x, t, cond) -> raw output: the exact denoiser of Gaussian data N(0, DATA_STD²) in the given
     parameterisation, plus a smooth non-linear term in (x, t, label) so that errors cannot cancel.
 
-    `t` may be a scalar (diffusers) or of shape (B,) (latentdiff), integer or fractional.
+    `t` (the VP preconditionings' c_noise) may be a scalar (diffusers) or of shape (B,) (latentdiff),
+    integer or fractional; ``cond["class"]`` is an optional label.
     """
 
-    def model(x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def model(x: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        class_labels = (cond or {}).get("class")
         t = torch.as_tensor(t, device=x.device)
         t = (t.expand(x.shape[0]) if t.ndim == 0 else t).reshape(-1, *[1] * (x.ndim - 1))
         alpha, sigma = (c.to(x.dtype) for c in schedule.alpha_sigma(t))

@@ -1,4 +1,5 @@
-"""Denoiser: prediction conversion, classifier-free guidance in one batched pass, x0 clipping."""
+"""Denoiser: preconditioning, classifier-free guidance with the null or a negative conditioning in one
+batched pass, x0 clipping."""
 
 from __future__ import annotations
 
@@ -6,27 +7,40 @@ import pytest
 import torch
 from diffusion_toys import schedule_for, toy_model
 
-from latentdiff.diffusion import Denoiser, predict_x0_eps
+from latentdiff.diffusion import Denoiser, Preconditioning, levels_at_timesteps
 
 
 class CountingModel:
     def __init__(self, model):
         self.model, self.batches = model, []
 
-    def __call__(self, x, t, labels):
-        self.batches.append((x.shape[0], None if labels is None else labels.tolist()))
-        return self.model(x, t, labels)
+    def __call__(self, x, t, cond):
+        labels = None if not cond else cond["class"].tolist()
+        self.batches.append((x.shape[0], labels))
+        return self.model(x, t, cond)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+def reference(out, x, t, sched, prediction):
+    return Preconditioning(prediction).denoised(out, x, levels_at_timesteps(sched, t))
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0", "edm"])
 def test_guidance_scale_one_is_the_conditional_model_alone(prediction):
     sched = schedule_for()
-    model = CountingModel(toy_model(sched, prediction))
+    if prediction == "edm":  # c_noise = ¼ ln σ is no timestep: a network that takes any noise input
+        model = CountingModel(lambda x, c, cond: torch.tanh(x + c.to(x.dtype).reshape(-1, 1, 1, 1)))
+    else:
+        model = CountingModel(toy_model(sched, prediction))
     x, t, labels = torch.randn(3, 2, 4, 4), torch.tensor([10, 500, 999]), torch.tensor([0, 1, 2])
-    x0, eps = Denoiser(model, sched, prediction, labels, guidance_scale=1.0, null_label=3)(x, t)
-    ref_x0, ref_eps = predict_x0_eps(model.model(x, t, labels), x, t, sched, prediction)
-    assert torch.equal(x0, ref_x0) and torch.equal(eps, ref_eps)
+    den = Denoiser(model, sched, prediction, {"class": labels}, {"class": torch.full((3,), 3)}, 1.0)
+    x0, eps = den(x, t)
     assert model.batches == [(3, [0, 1, 2])]
+    levels = levels_at_timesteps(sched, t)
+    scale = Preconditioning(prediction).input_scale(levels)
+    x_in = x if scale is None else x * scale.float().reshape(-1, 1, 1, 1)
+    c_noise = Preconditioning(prediction).c_noise(levels, sched)
+    ref_x0, ref_eps = reference(model.model(x_in, c_noise, {"class": labels}), x, t, sched, prediction)
+    assert torch.equal(x0, ref_x0) and torch.equal(eps, ref_eps)
 
 
 @pytest.mark.parametrize("scale", [0.0, 3.5])
@@ -35,14 +49,28 @@ def test_guidance_is_uncond_plus_scale_times_difference_in_one_forward(predictio
     sched = schedule_for()
     model = CountingModel(toy_model(sched, prediction))
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
-    t, labels = torch.tensor([250, 750]), torch.tensor([4, 1])
-    x0, eps = Denoiser(model, sched, prediction, labels, guidance_scale=scale, null_label=9)(x, t)
+    t, labels, null = torch.tensor([250, 750]), torch.tensor([4, 1]), torch.tensor([9, 9])
+    x0, eps = Denoiser(model, sched, prediction, {"class": labels}, {"class": null}, scale)(x, t)
     assert model.batches == [(4, [4, 1, 9, 9])]
-    cond = model.model(x, t, labels)
-    uncond = model.model(x, t, torch.tensor([9, 9]))
-    ref_x0, ref_eps = predict_x0_eps(uncond + scale * (cond - uncond), x, t, sched, prediction)
+    cond = model.model(x, t, {"class": labels})
+    uncond = model.model(x, t, {"class": null})
+    ref_x0, ref_eps = reference(uncond + scale * (cond - uncond), x, t, sched, prediction)
     torch.testing.assert_close(x0, ref_x0, atol=1e-12, rtol=0)
     torch.testing.assert_close(eps, ref_eps, atol=1e-12, rtol=0)
+
+
+def test_negative_conditioning_takes_the_place_of_the_null():
+    """Guided by a negative class, x̂0 moves away from it: x̂0_w = x̂0_neg + w (x̂0_cond − x̂0_neg), and the
+    network never sees the null class."""
+    sched = schedule_for()
+    model = CountingModel(toy_model(sched, "eps"))
+    x, t = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.tensor([100, 600])
+    cond, negative = {"class": torch.tensor([1, 2])}, {"class": torch.tensor([5, 6])}
+    x0, _ = Denoiser(model, sched, "eps", cond, negative, 2.0)(x, t)
+    assert model.batches == [(4, [1, 2, 5, 6])]
+    x0_cond, _ = Denoiser(model.model, sched, "eps", cond)(x, t)
+    x0_neg, _ = Denoiser(model.model, sched, "eps", negative)(x, t)
+    torch.testing.assert_close(x0, x0_neg + 2.0 * (x0_cond - x0_neg), atol=1e-12, rtol=0)
 
 
 def test_clip_x0_clamps_and_keeps_the_pair_on_the_forward_process():
@@ -55,10 +83,16 @@ def test_clip_x0_clamps_and_keeps_the_pair_on_the_forward_process():
     torch.testing.assert_close(alpha * x0 + sigma * eps, x, atol=1e-12, rtol=1e-12)
 
 
-def test_guidance_without_labels_raises():
+def test_guidance_without_conditioning_raises():
     sched = schedule_for()
-    with pytest.raises(ValueError, match="class_labels and null_label"):
+    with pytest.raises(ValueError, match="needs a conditioning and an unconditional"):
         Denoiser(toy_model(sched, "eps"), sched, "eps", guidance_scale=2.0)
-    den = Denoiser(toy_model(sched, "eps"), sched, "eps", torch.tensor([1, 2, 3]), 2.0, null_label=0)
-    with pytest.raises(ValueError, match=r"class_labels must have shape \(2,\)"):
+    with pytest.raises(ValueError, match="needs a conditioning and an unconditional"):
+        Denoiser(toy_model(sched, "eps"), sched, "eps", {"class": torch.tensor([1, 2])}, None, 2.0)
+    den = Denoiser(toy_model(sched, "eps"), sched, "eps", {"class": torch.tensor([1, 2, 3])})
+    with pytest.raises(ValueError, match=r"cond\['class'\] has batch \(3,\), the latents 2"):
         den(torch.zeros(2, 1, 2, 2), torch.tensor([5, 5]))
+    other = {"mask": torch.ones(1)}
+    den = Denoiser(toy_model(sched, "eps"), sched, "eps", {"class": torch.ones(1)}, other, 2)
+    with pytest.raises(ValueError, match="same conditioning keys"):
+        den(torch.zeros(1, 1, 2, 2), torch.tensor([5]))

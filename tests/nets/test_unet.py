@@ -59,18 +59,19 @@ def test_null_class_label_equals_none_and_labels_matter():
     assert model.null_class == 3
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
-        uncond = model(x, 10, class_labels=None)
-        torch.testing.assert_close(model(x, 10, class_labels=torch.tensor([3, 3])), uncond, rtol=0, atol=0)
-        torch.testing.assert_close(model(x, 10, class_labels=3), uncond, rtol=0, atol=0)
-        assert not torch.allclose(model(x, 10, class_labels=torch.tensor([0, 1])), uncond)
+        uncond = model(x, 10, cond=None)
+        null = model(x, 10, cond={"class": torch.tensor([3, 3])})
+        torch.testing.assert_close(null, uncond, rtol=0, atol=0)
+        torch.testing.assert_close(model(x, 10, cond={"class": 3}), uncond, rtol=0, atol=0)
+        assert not torch.allclose(model(x, 10, cond={"class": torch.tensor([0, 1])}), uncond)
     with pytest.raises(ValueError, match="0..3"):
-        model(x, 10, class_labels=torch.tensor([0, 4]))
+        model(x, 10, cond={"class": torch.tensor([0, 4])})
 
 
 def test_unconditional_model_rejects_labels_and_bad_inputs():
     model = UNet(tiny_unet_config(channel_mult=(1, 2, 2))).eval()
     with pytest.raises(ValueError, match="unconditional"):
-        model(torch.randn(1, 4, 8, 8), 1, class_labels=torch.tensor([0]))
+        model(torch.randn(1, 4, 8, 8), 1, cond={"class": torch.tensor([0])})
     with pytest.raises(ValueError, match=r"multiples of 4, got \(1, 4, 6, 8\)"):
         model(torch.randn(1, 4, 6, 8), 1)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
@@ -90,7 +91,8 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
-        assert torch.equal(loaded(x, 5.5, torch.tensor([0, 2])), model.eval()(x, 5.5, torch.tensor([0, 2])))
+        cond = {"class": torch.tensor([0, 2])}
+        assert torch.equal(loaded(x, 5.5, cond), model.eval()(x, 5.5, cond))
     auto = UNet.from_pretrained(tmp_path / "unet")  # "auto" prefers EMA weights
     assert all(torch.equal(auto.state_dict()[k], v) for k, v in ema.items())
 
@@ -139,7 +141,7 @@ def test_gradient_checkpointing_gives_same_output_and_gradients():
     outs, grads = [], []
     for model in (plain, ckpt):
         torch.manual_seed(123)  # same dropout masks: checkpointing replays the RNG state
-        out = model(x, t, torch.tensor([1, 2]))
+        out = model(x, t, {"class": torch.tensor([1, 2])})
         out.square().mean().backward()
         outs.append(out.detach())
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
@@ -157,7 +159,7 @@ def test_channels_last_gives_same_output_and_gradients():
     with torch.no_grad():
         torch.testing.assert_close(fast.eval()(x, 9.5), base.eval()(x, 9.5), rtol=0, atol=1e-5)
     for model in (base.train(), fast.train()):
-        model(x, 9.5, torch.tensor([0, 1])).square().mean().backward()
+        model(x, 9.5, {"class": torch.tensor([0, 1])}).square().mean().backward()
     for (k, p), q in zip(base.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=k)
 

@@ -17,7 +17,7 @@ EXAMPLES = {
 
 
 def _sampling_flags(p: argparse.ArgumentParser, steps: int = 20, sampler: str = "dpmpp_2m") -> None:
-    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and unet/")
+    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and a backbone (unet/ or dit/)")
     p.add_argument("--steps", type=int, default=steps, help="sampler steps (network evaluations for most)")
     p.add_argument("--sampler", default=sampler, help="ddpm | ddim | dpmpp_2m | euler | heun")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
@@ -26,6 +26,12 @@ def _sampling_flags(p: argparse.ArgumentParser, steps: int = 20, sampler: str = 
         dest="class_label",
         default=None,
         help="class name or index (conditional models), e.g. sneaker",
+    )
+    p.add_argument(
+        "--negative-class",
+        dest="negative_class",
+        default=None,
+        help="class that guidance steers away from instead of the unconditional model (needs --guidance)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -63,8 +69,8 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--n", type=int, default=8, help="number of images including both ends")
     p.set_defaults(func=cmd_interpolate)
 
-    p = parser("export-diffusers", "write a run's U-Net, autoencoder and scheduler in diffusers' formats")
-    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and unet/")
+    p = parser("export-diffusers", "write a run's backbone, autoencoder and scheduler in diffusers' formats")
+    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and a backbone (unet/ or dit/)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_export_diffusers)
 
@@ -79,7 +85,7 @@ def _pipeline(args: argparse.Namespace):
 
 def _image_size(pipe) -> tuple[int, int]:
     ae = pipe.autoencoder
-    return ae.config.in_channels, pipe.unet.config.sample_size * ae.downsample_factor
+    return ae.config.in_channels, pipe.backbone.config.sample_size * ae.downsample_factor
 
 
 def _load_inputs(path: Path, channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -109,6 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> str:
         sampler=args.sampler,
         guidance_scale=args.guidance,
         class_labels=args.class_label,
+        negative_class_labels=args.negative_class,
         seed=args.seed,
         output_type="pt",
         batch_size=args.batch_size,
@@ -127,6 +134,7 @@ def cmd_img2img(args: argparse.Namespace) -> str:
         sampler=args.sampler,
         guidance_scale=args.guidance,
         class_labels=args.class_label,
+        negative_class_labels=args.negative_class,
         seed=args.seed,
     )
     return _write(args.out, images, names)
@@ -151,6 +159,7 @@ def cmd_inpaint(args: argparse.Namespace) -> str:
         sampler=args.sampler,
         guidance_scale=args.guidance,
         class_labels=args.class_label,
+        negative_class_labels=args.negative_class,
         seed=args.seed,
     )
     return _write(args.out, out, names)
@@ -166,6 +175,7 @@ def cmd_interpolate(args: argparse.Namespace) -> str:
         sampler=args.sampler,
         guidance_scale=args.guidance,
         class_labels=args.class_label,
+        negative_class_labels=args.negative_class,
     )
     return _write(args.out, images, [f"interp_{i:02d}" for i in range(len(images))], nrow=len(images))
 

@@ -78,7 +78,9 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--out", required=True, type=Path, help="cache folder to write")
     p.set_defaults(func=cmd_encode)
 
-    p = parser("train-diffusion", "Stage 2: train the diffusion U-Net on the latents of a frozen autoencoder")
+    p = parser(
+        "train-diffusion", "Stage 2: train the diffusion backbone on the latents of a frozen autoencoder"
+    )
     p.add_argument(
         "--autoencoder",
         type=Path,
@@ -89,7 +91,16 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
         "--latents", type=Path, default=None, help="an existing latent cache (default: encode now)"
     )
     _data_flags(p)
-    add_shortcut(p, "--prediction", "diffusion.prediction", "eps | v | x0")
+    add_shortcut(p, "--backbone", "backbone", "unet | dit (the DiT's sizes: --set dit.depth=... etc.)")
+    add_shortcut(p, "--prediction", "diffusion.prediction", "preconditioning: eps | v | x0 | edm")
+    add_shortcut(p, "--noise-sampling", "diffusion.noise_sampling", "uniform | log_normal | logit_normal")
+    add_shortcut(p, "--loss-weighting", "diffusion.loss_weighting", "uniform | min_snr | edm")
+    p.add_argument(
+        "--edm",
+        action="store_true",
+        help="EDM training (Karras et al. 2022): --prediction edm --noise-sampling log_normal "
+        "--loss-weighting edm",
+    )
     add_shortcut(p, "--schedule", "diffusion.schedule", "linear | scaled_linear | cosine")
     add_shortcut(p, "--conditional", "conditional", "auto | yes | no (class-conditional with labels)")
     _train_flags(p)
@@ -174,11 +185,12 @@ def cmd_train_diffusion(args: argparse.Namespace) -> str:
     from latentdiff.training.run import train_diffusion
     from latentdiff.training.stages import DiffusionStage
 
-    stage = build_config(DiffusionStage, args, _flip(args))
+    edm = ["diffusion.prediction=edm", "diffusion.noise_sampling=log_normal", "diffusion.loss_weighting=edm"]
+    stage = build_config(DiffusionStage, args, _flip(args) + (edm if args.edm else []))
     ae = autoencoder_folder(args.autoencoder) if args.autoencoder else None
     folder = train_diffusion(stage, args.out, autoencoder=ae, latents=args.latents, resume=args.resume)
     return (
-        f"U-Net: {folder}\nsamples during training: {args.out / 'samples'}\n"
+        f"{folder.name}: {folder}\nsamples during training: {args.out / 'samples'}\n"
         f"generate: latentdiff sample {args.out} --num-images 16"
     )
 

@@ -6,7 +6,8 @@ flip) and one `.npy` per array, read with `np.load(mmap_mode="r")`:
 - kind `kl` / `identity`: `mean.npy` and `std.npy`, float32 (N, C, h, w). Storing the posterior's mean
   and std (not one sample) lets Stage 2 draw a fresh z0 = mean + std·ε every step;
 - kind `vq`: `indices.npy`, int32 (N, h, w), the code indices;
-- `labels.npy`: int64 (N,).
+- `labels.npy`: int64 (N,), the class labels; read back as the conditioning ``{"class": labels}`` when the
+  data has classes (`nets.conditioning`), ``{}`` otherwise.
 
 With `flip`, rows N..2N−1 hold the encodings of the horizontally flipped images (row i + N is image i
 flipped; the encoder is not flip-equivariant, so flipped images are encoded, not flipped latents).
@@ -36,7 +37,8 @@ VERSION = 1
 META_FILE = "cache.json"
 KINDS = ("kl", "vq", "identity")
 
-LatentItem = tuple[torch.Tensor, torch.Tensor | None, int]
+Conditions = dict[str, torch.Tensor]
+LatentItem = tuple[torch.Tensor, torch.Tensor | None, Conditions]
 
 
 class LatentCache:
@@ -135,22 +137,29 @@ class LatentCache:
             raise IndexError(f"latent cache {self.path}: index out of range for {n} items")
         return np.where(idx < 0, idx + n, idx)
 
+    def conditions(self, idx: np.ndarray) -> Conditions:
+        """The conditioning of rows `idx`: ``{"class": int64 (N,)}`` when the data has classes."""
+        if self.num_classes < 1:
+            return {}
+        return {"class": torch.from_numpy(np.asarray(self.arrays["labels"][idx]))}
+
     def get_batch(
         self, indices: Sequence[int] | np.ndarray | torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(mean float32 NCHW, std float32 NCHW, labels int64 N); VQ: (indices int64 NHW, None, labels)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Conditions]:
+        """(mean float32 NCHW, std float32 NCHW, conditioning); VQ: (indices int64 NHW, None, conditioning).
+        """
         idx = self._indices(indices)
         arrays = self.arrays
-        labels = torch.from_numpy(np.asarray(arrays["labels"][idx]))
+        cond = self.conditions(idx)
         if self.kind == "vq":
-            return torch.from_numpy(np.asarray(arrays["indices"][idx]).astype(np.int64)), None, labels
+            return torch.from_numpy(np.asarray(arrays["indices"][idx]).astype(np.int64)), None, cond
         mean = torch.from_numpy(np.asarray(arrays["mean"][idx]))
         std = torch.from_numpy(np.asarray(arrays["std"][idx]))
-        return mean, std, labels
+        return mean, std, cond
 
     def __getitem__(self, index: int) -> LatentItem:
-        first, std, labels = self.get_batch([index])
-        return first[0], None if std is None else std[0], int(labels[0])
+        first, std, cond = self.get_batch([index])
+        return first[0], None if std is None else std[0], {k: v[0] for k, v in cond.items()}
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -1,85 +1,102 @@
-"""The denoiser every sampler calls: network output → (x̂_0, ε̂), with classifier-free guidance."""
+"""The denoiser every sampler calls: the preconditioned network with classifier-free guidance."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
-from latentdiff.diffusion.config import Prediction
+from latentdiff.diffusion.noise_levels import levels_at_timesteps
+from latentdiff.diffusion.preconditioning import Preconditioning, per_sample
 from latentdiff.diffusion.schedule import NoiseSchedule
-from latentdiff.diffusion.targets import alpha_sigma_like, check_prediction, predict_x0_eps
 
 log = logging.getLogger(__name__)
 
-Model = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+Condition = Mapping[str, Tensor]
+Model = Callable[[Tensor, Tensor, Condition | None], Tensor]
+
+
+def _stack(a: Condition, b: Condition, device: torch.device) -> dict[str, Tensor]:
+    if set(a) != set(b):
+        raise ValueError(f"guidance needs the same conditioning keys on both sides: {sorted(a)}, {sorted(b)}")
+    return {k: torch.cat([torch.as_tensor(a[k]).to(device), torch.as_tensor(b[k]).to(device)]) for k in a}
 
 
 class Denoiser:
-    """Wrap `model(x_t, t, class_labels) -> raw output` as `denoiser(x_t, t) -> (x̂_0, ε̂)`.
+    """Wrap the network `model(x, c_noise, cond) -> F` as `denoiser(x_t, t) -> (x̂_0, ε̂)` for the samplers.
 
-    x_t is in variance-preserving scale and t has shape (B,). With `guidance_scale` s ≠ 1 the raw outputs
-    are combined as uncond + s · (cond − uncond) (Ho & Salimans 2022, eq. 6, written for the raw output,
-    which is affine in ε̂ and x̂_0 at fixed x_t and t); cond and uncond come from ONE forward pass over the
-    batch doubled with `null_label`. With s = 1 only the conditional pass runs. `clip_x0=(lo, hi)` clamps
-    x̂_0 and re-derives ε̂ from it so that x_t = α x̂_0 + σ ε̂ still holds.
+    x_t is in variance-preserving scale and t (shape (B,), int64 or fractional float64) a schedule
+    timestep; `precond` turns F into x̂_0 (`diffusion.preconditioning`). With `guidance_scale` w ≠ 1 the
+    raw outputs are combined as F_u + w·(F_c − F_u) (Ho & Salimans 2022, eq. 6, written for F, which is
+    affine in x̂_0 and ε̂ at fixed x_t and σ), F_c from `cond`, F_u from `uncond` — the null conditioning,
+    or a negative prompt's — in ONE forward pass over the doubled batch. With w = 1 only `cond` runs.
+    `clip_x0=(lo, hi)` clamps x̂_0 and re-derives ε̂ from it so that x_t = α x̂_0 + s ε̂ still holds.
     """
 
     def __init__(
         self,
         model: Model,
         schedule: NoiseSchedule,
-        prediction: Prediction,
-        class_labels: Tensor | None = None,
+        precond: Preconditioning | str,
+        cond: Condition | None = None,
+        uncond: Condition | None = None,
         guidance_scale: float = 1.0,
-        null_label: int | None = None,
         clip_x0: tuple[float, float] | None = None,
     ) -> None:
-        check_prediction(prediction)
-        if guidance_scale != 1.0 and (class_labels is None or null_label is None):
+        precond = Preconditioning(precond) if isinstance(precond, str) else precond
+        if guidance_scale != 1.0 and (not cond or uncond is None):
             raise ValueError(
-                f"guidance_scale={guidance_scale} needs class_labels and null_label (the unconditional "
-                "class); use guidance_scale=1.0 for an unconditional model"
+                f"guidance_scale={guidance_scale} needs a conditioning and an unconditional (null or "
+                "negative) one; use guidance_scale=1.0 for an unconditional model"
             )
         if clip_x0 is not None and not clip_x0[0] < clip_x0[1]:
             raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}")
-        if prediction == "eps" and schedule.alphas_cumprod[-1] == 0:
+        if precond.kind == "eps" and schedule.alphas_cumprod[-1] == 0:
             log.warning(
                 "eps-prediction on a zero-terminal-SNR schedule: x0 is undefined at t = %d, so sampling from "
                 "there gives NaN (Lin et al. 2024 use v-prediction)",
                 schedule.num_timesteps - 1,
             )
-        self.model = model
-        self.schedule = schedule
-        self.prediction = prediction
-        self.class_labels = class_labels
+        self.model, self.schedule, self.precond = model, schedule, precond
+        self.cond = dict(cond) if cond else None
+        self.uncond = dict(uncond) if uncond is not None else None
         self.guidance_scale = float(guidance_scale)
-        self.null_label = null_label
         self.clip_x0 = clip_x0
 
-    def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The (guided) raw network output for x_t at timesteps t of shape (B,)."""
-        labels = self.class_labels
-        if labels is not None:
-            if labels.shape != (x_t.shape[0],):
-                raise ValueError(f"class_labels must have shape ({x_t.shape[0]},), got {tuple(labels.shape)}")
-            labels = labels.to(x_t.device)
+    def _cond_for(self, cond: Condition | None, batch: int, device: torch.device) -> dict[str, Tensor] | None:
+        if cond is None:
+            return None
+        out = {}
+        for key, value in cond.items():
+            value = torch.as_tensor(value).to(device)
+            if value.shape[:1] != (batch,):
+                raise ValueError(f"cond[{key!r}] has batch {tuple(value.shape[:1])}, the latents {batch}")
+            out[key] = value
+        return out
+
+    def model_output(self, x_in: Tensor, c_noise: Tensor) -> Tensor:
+        """The (guided) raw network output F for network input x_in and noise input c_noise (B,)."""
+        cond = self._cond_for(self.cond, x_in.shape[0], x_in.device)
         if self.guidance_scale == 1.0:
-            return self.model(x_t, t, labels)
-        null = torch.full_like(labels, self.null_label)
-        both = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))
-        cond, uncond = both.chunk(2)
-        return uncond + self.guidance_scale * (cond - uncond)
+            return self.model(x_in, c_noise, cond)
+        uncond = self._cond_for(self.uncond, x_in.shape[0], x_in.device)
+        both_cond = _stack(cond, uncond, x_in.device)
+        both = self.model(torch.cat([x_in, x_in]), torch.cat([c_noise, c_noise]), both_cond)
+        f_cond, f_uncond = both.chunk(2)
+        return f_uncond + self.guidance_scale * (f_cond - f_uncond)
 
     def __call__(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        x0, eps = predict_x0_eps(self.model_output(x_t, t), x_t, t, self.schedule, self.prediction)
+        levels = levels_at_timesteps(self.schedule, t)
+        scale = self.precond.input_scale(levels)
+        x_in = x_t if scale is None else x_t * per_sample(scale, x_t)
+        c_noise = self.precond.c_noise(levels, self.schedule).to(x_t.device)
+        x0, eps = self.precond.denoised(self.model_output(x_in, c_noise), x_t, levels)
         if self.clip_x0 is None:
             return x0, eps
         x0 = x0.clamp(*self.clip_x0)
-        alpha, sigma = alpha_sigma_like(self.schedule, t, x0)
-        return x0, (x_t.to(x0.dtype) - alpha * x0) / sigma
+        return x0, (x_t.to(x0.dtype) - per_sample(levels.alpha, x0) * x0) / per_sample(levels.s, x0)

@@ -1,43 +1,42 @@
-"""Per-sample loss weights over timesteps and the weighted diffusion loss."""
+"""Per-sample loss weights and the weighted diffusion loss, on the network's target F."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from latentdiff.diffusion.config import Prediction
-from latentdiff.diffusion.schedule import NoiseSchedule
-from latentdiff.diffusion.targets import check_prediction
+from latentdiff.diffusion.noise_levels import NoiseLevels
+from latentdiff.diffusion.preconditioning import Preconditioning
+
+WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr", "edm")
 
 
-def loss_weight(
-    schedule: NoiseSchedule,
-    t: Tensor,
-    prediction: Prediction,
-    kind: Literal["uniform", "min_snr"] = "uniform",
-    gamma: float = 5.0,
-) -> Tensor:
-    """Float32 weights of shape t.shape.
+def loss_weight(kind: str, precond: Preconditioning, levels: NoiseLevels, gamma: float = 5.0) -> Tensor:
+    """Float32 weights of shape (B,) on ‖F − F*‖², i.e. an x0-space weight λ times c_out².
 
-    `min_snr` is Min-SNR-γ (Hang et al. 2023, sec. 3.4): the x_0-space weight min(SNR, γ) re-expressed for
-    the network's target, i.e. min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x_0.
+    - `uniform`: 1 on F's own error (Ho et al. 2020's "simple" loss for ε).
+    - `min_snr`: Min-SNR-γ (Hang et al. 2023, sec. 3.4), λ = min(SNR, γ): min(SNR, γ)/SNR for ε,
+      min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0, min(SNR, γ)·c_out² for EDM.
+    - `edm`: λ(σ) = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1), exactly 1 on F under EDM's own
+      preconditioning.
     """
-    check_prediction(prediction)
     if kind == "uniform":
-        return torch.ones(t.shape, dtype=torch.float32, device=t.device)
-    if kind != "min_snr":
-        raise ValueError(f"loss weighting must be 'uniform' or 'min_snr', got {kind!r}")
-    snr = schedule.snr(t).to(t.device)
-    if prediction == "eps":
-        # min(SNR, γ)/SNR written as min(1, γ/SNR) so that a zero terminal SNR gives 1, not 0/0.
-        weight = (gamma / snr).clamp(max=1.0)
-    elif prediction == "v":
-        weight = snr.clamp(max=gamma) / (snr + 1)
-    else:
-        weight = snr.clamp(max=gamma)
-    return weight.float()
+        return torch.ones_like(levels.alphas_cumprod, dtype=torch.float32)
+    snr = levels.snr
+    if kind == "min_snr":
+        if precond.kind == "eps":
+            # min(SNR, γ)/SNR written as min(1, γ/SNR) so that a zero terminal SNR gives 1, not 0/0.
+            return (gamma / snr).clamp(max=1.0).float()
+        if precond.kind == "v":
+            return (snr.clamp(max=gamma) / (snr + 1)).float()
+        return (snr.clamp(max=gamma) * precond.c_out_squared(levels)).float()
+    if kind == "edm":
+        d2 = precond.sigma_data**2
+        lam = (1 / snr + d2) * snr / d2  # (σ² + σ_d²)/(σ² σ_d²) with σ² = 1/SNR
+        if precond.kind == "edm":
+            return torch.ones_like(snr, dtype=torch.float32)
+        return (lam * precond.c_out_squared(levels)).float()
+    raise ValueError(f"loss weighting must be one of {list(WEIGHTINGS)}, got {kind!r}")
 
 
 def diffusion_loss(model_output: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:

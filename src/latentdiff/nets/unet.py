@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from latentdiff.config import from_dict, to_dict
 from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder
+from latentdiff.nets import conditioning
 from latentdiff.nets.blocks import (
     Downsample,
     ResBlock,
@@ -151,11 +152,12 @@ class MidBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε/v/x0-prediction U-Net: ``forward(x, t, class_labels=None) -> Tensor`` of shape
+    """The U-Net backbone (`nets.backbones`): ``forward(x, c_noise, cond=None) -> Tensor`` of shape
     ``(B, out_channels, H, W)``.
 
-    `t` is an int/float or a tensor, scalar or (B,), fractional values allowed. Labels ``None`` (or the
-    index `num_classes`) select the learned null class. For bf16 inference cast the module
+    `c_noise` is an int/float or a tensor, scalar or (B,), fractional values allowed (a timestep, or
+    ¼ ln σ under EDM preconditioning). ``cond["class"]`` absent (or the index `num_classes`) selects the
+    learned null class. For bf16 inference cast the module
     (``unet.to(torch.bfloat16)``): inputs are cast to the weights' dtype and outputs back to the input's.
     """
 
@@ -233,19 +235,29 @@ class UNet(nn.Module):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
+    @property
+    def cond_keys(self) -> tuple[str, ...]:
+        """The conditioning keys this U-Net takes (`nets.conditioning`)."""
+        return (conditioning.CLASS,) if self.class_embedding is not None else ()
+
+    def null_cond(self, cond: conditioning.Condition) -> dict[str, torch.Tensor]:
+        """The learned unconditional counterpart of `cond` (classifier-free guidance)."""
+        cond = conditioning.check_keys(cond, self.cond_keys, "this U-Net")
+        return conditioning.null_condition(cond, self.null_class)
+
     def _embed(
         self,
-        t: torch.Tensor | float | int,
-        class_labels: torch.Tensor | int | None,
+        c_noise: torch.Tensor | float | int,
+        cond: conditioning.Condition | None,
         batch: int,
         device: torch.device,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        t = torch.as_tensor(t, device=device)
+        t = torch.as_tensor(c_noise, device=device)
         if t.ndim == 0:
             t = t.expand(batch)
         elif t.shape != (batch,):
-            raise ValueError(f"timesteps must be a scalar or of shape ({batch},), got {tuple(t.shape)}")
+            raise ValueError(f"c_noise must be a scalar or of shape ({batch},), got {tuple(t.shape)}")
         cfg = self.config
         sinusoid = timestep_embedding(
             t,
@@ -254,31 +266,16 @@ class UNet(nn.Module):
             downscale_freq_shift=cfg.freq_shift,
         )
         emb = self.time_embedding(sinusoid.to(dtype))
+        cond = conditioning.check_keys(cond, self.cond_keys, "this U-Net")
         if self.class_embedding is None:
-            if class_labels is not None:
-                raise ValueError("class_labels given to an unconditional U-Net (num_classes=0)")
             return emb
-        if class_labels is None:
-            labels = torch.full((batch,), self.null_class, device=device, dtype=torch.long)
-        else:
-            labels = torch.as_tensor(class_labels, device=device).long()
-            labels = labels.expand(batch) if labels.ndim == 0 else labels
-            if labels.shape != (batch,):
-                raise ValueError(
-                    f"class_labels must be a scalar or of shape ({batch},), got {tuple(labels.shape)}"
-                )
-            if bool(((labels < 0) | (labels > self.null_class)).any()):
-                raise ValueError(
-                    f"class_labels must lie in 0..{self.null_class} ({self.null_class} = null class), "
-                    f"got {labels.tolist()}"
-                )
-        return emb + self.class_embedding(labels)
+        return emb + self.class_embedding(conditioning.class_labels(cond, self.null_class, batch, device))
 
     def forward(
         self,
         x: torch.Tensor,
-        t: torch.Tensor | float | int,
-        class_labels: torch.Tensor | int | None = None,
+        c_noise: torch.Tensor | float | int,
+        cond: conditioning.Condition | None = None,
     ) -> torch.Tensor:
         cfg = self.config
         b, c, height, width = x.shape
@@ -290,7 +287,7 @@ class UNet(nn.Module):
             )
         dtype = self.conv_in.weight.dtype
         h = x.to(dtype, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-        emb = self._embed(t, class_labels, b, x.device, dtype)
+        emb = self._embed(c_noise, cond, b, x.device, dtype)
 
         h = self.conv_in(h)
         skips = [h]
@@ -325,7 +322,7 @@ class UNet(nn.Module):
 
     def config_dict(self) -> dict:
         """What `config.json` holds: the format tag and the configuration."""
-        return {"format": FORMAT, "version": VERSION, **to_dict(self.config)}
+        return {"format": FORMAT, "version": VERSION, "backbone": "unet", **to_dict(self.config)}
 
     def save_pretrained(self, path: str | Path, ema_state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write `config.json` + `model.safetensors` (+ `ema.safetensors`) atomically."""
@@ -336,6 +333,7 @@ class UNet(nn.Module):
         """Load a folder written by `save_pretrained` (EMA weights when present with "auto"); eval mode."""
         config, state = load_model_folder(path, weights)
         fmt, version = config.pop("format", None), config.pop("version", None)
+        config.pop("backbone", None)
         if fmt != FORMAT:
             raise CheckpointError(f"{Path(path) / 'config.json'}: format is {fmt!r}, expected {FORMAT!r}")
         if version != VERSION:

@@ -1,13 +1,16 @@
-"""Stage 2 as a training task: the DDPM objective on latents of the frozen autoencoder (Ho et al. 2020,
-Algorithm 1, in latent space as in Rombach et al. 2022, eq. 2).
+"""Stage 2 as a training task: denoising score matching on latents of the frozen autoencoder (Ho et al.
+2020, Algorithm 1; Karras et al. 2022, eq. 2 and Table 1; in latent space as in Rombach et al. 2022, eq. 2).
 
 Each step draws a fresh posterior sample z0 = mean + std·ε from the latent cache (KL; EDM2's practice),
-or looks the code vectors up (VQ), applies the autoencoder's shift and scale, noises it with the
-closed-form q(z_t | z0) and regresses the chosen target (eps / v / x0) with uniform or min-SNR weights.
+or looks the code vectors up (VQ), applies the autoencoder's shift and scale, draws noise levels
+(`diffusion.noise_levels`), noises z0 to x_t = α z0 + s ε, replaces each conditioning key by its null with
+that key's dropout rate (classifier-free guidance), and regresses the preconditioned network's target F*
+with the configured loss weights. The backbone is any of `nets.backbones`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +20,39 @@ from torch import nn
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.data.latent_cache import LatentCache
 from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.diffusion.noise_levels import sample_noise_levels
+from latentdiff.diffusion.preconditioning import Preconditioning, per_sample
 from latentdiff.diffusion.schedule import NoiseSchedule
-from latentdiff.diffusion.targets import training_target
 from latentdiff.diffusion.weighting import diffusion_loss, loss_weight
 from latentdiff.io.checkpoint import save_model_folder
-from latentdiff.nets.unet import UNet
+from latentdiff.nets.conditioning import drop_condition
 from latentdiff.training.batching import BatchRandom
 from latentdiff.training.task import OptimizerSpec, StepOutput
 
 
 class DiffusionTask:
-    name = "unet"
-
     def __init__(
         self,
-        unet: UNet,
+        backbone: nn.Module,
         autoencoder: Autoencoder,
         cache: LatentCache,
         schedule: NoiseSchedule,
         diffusion: DiffusionConfig,
-        label_dropout: float = 0.1,
+        cond_dropout: Mapping[str, float],
         sampler: str = "dpmpp_2m",
         sample_steps: int = 20,
         guidance_scale: float = 2.0,
+        name: str = "unet",
     ) -> None:
-        self.model, self.autoencoder, self.cache = unet, autoencoder.eval().requires_grad_(False), cache
+        missing = [k for k in backbone.cond_keys if k not in cond_dropout]
+        if missing:
+            raise ValueError(f"cond_dropout has no rate for the conditioning {missing} this backbone takes")
+        self.name = name
+        self.model, self.autoencoder, self.cache = backbone, autoencoder.eval().requires_grad_(False), cache
         self.schedule, self.diffusion = schedule, diffusion
-        self.label_dropout = label_dropout
-        self.conditional = unet.config.num_classes > 0
+        self.precond = Preconditioning(diffusion.prediction, diffusion.sigma_data)
+        self.cond_keys: tuple[str, ...] = tuple(sorted(backbone.cond_keys))
+        self.cond_dropout = {k: float(cond_dropout[k]) for k in self.cond_keys}
         self.sampler, self.sample_steps, self.guidance_scale = sampler, sample_steps, guidance_scale
         self.grid_nrow = 8
 
@@ -55,8 +63,12 @@ class DiffusionTask:
         return len(self.cache)
 
     def get_batch(self, indices: torch.Tensor, device: torch.device) -> tuple:
-        first, std, labels = self.cache.get_batch(indices)
-        return first.to(device), None if std is None else std.to(device), labels.to(device)
+        first, std, cond = self.cache.get_batch(indices)
+        missing = [k for k in self.cond_keys if k not in cond]
+        if missing:
+            raise ValueError(f"the latent cache {self.cache.path} holds no {missing} conditioning")
+        cond = {k: cond[k].to(device) for k in self.cond_keys}
+        return first.to(device), None if std is None else std.to(device), cond
 
     def phases(self, step: int) -> list[str]:
         return ["model"]
@@ -70,6 +82,14 @@ class DiffusionTask:
             z = first if std is None else first + std * rng.randn(*first.shape[1:])
         return self.autoencoder.to_latent(z)
 
+    def dropped_condition(self, cond: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
+        """Each key replaced by its null value in a fraction `cond_dropout[key]` of the rows, drawn
+        independently per key (one uniform draw per key, keys in sorted order)."""
+        if not cond:
+            return cond
+        drop = {k: rng.rand() < self.cond_dropout[k] for k in self.cond_keys}
+        return drop_condition(cond, self.model.null_cond(cond), drop)
+
     def phase_loss(
         self,
         phase: str,
@@ -80,23 +100,17 @@ class DiffusionTask:
         step: int,
     ) -> StepOutput:
         z0 = self.clean_latents(batch, rng)
-        labels = batch[2]
-        t = rng.randint(0, self.schedule.num_timesteps)
+        levels = sample_noise_levels(self.diffusion, self.schedule, rng)
         noise = rng.randn(*z0.shape[1:])
-        z_t = self.schedule.add_noise(z0, noise, t)
-        class_labels = None
-        if self.conditional:
-            drop = rng.rand() < self.label_dropout
-            class_labels = torch.where(drop, torch.full_like(labels, self.model.null_class), labels)
-        out = modules["model"](z_t, t, class_labels)
-        target = training_target(self.diffusion.prediction, z0, noise, self.schedule, t)
-        weights = loss_weight(
-            self.schedule,
-            t,
-            self.diffusion.prediction,
-            self.diffusion.loss_weighting,
-            self.diffusion.min_snr_gamma,
-        )
+        x_t = per_sample(levels.alpha, z0) * z0 + per_sample(levels.s, z0) * noise
+        scale = self.precond.input_scale(levels)
+        x_in = x_t if scale is None else x_t * per_sample(scale, x_t)
+        cond = self.dropped_condition(batch[2], rng)
+        c_noise = self.precond.c_noise(levels, self.schedule).to(z0.device)
+        out = modules["model"](x_in, c_noise, cond)
+        target = self.precond.target(z0, noise, levels)
+        cfg = self.diffusion
+        weights = loss_weight(cfg.loss_weighting, self.precond, levels, cfg.min_snr_gamma)
         loss = diffusion_loss(out.float(), target, weights)
         return StepOutput(loss, {})
 
@@ -115,10 +129,9 @@ class DiffusionTask:
         )
         pipe.progress = False
         labels = None
-        if self.conditional:
-            labels = (
-                torch.arange(min(10, model.config.num_classes)).repeat_interleave(self.grid_nrow).tolist()
-            )
+        if "class" in self.cond_keys:
+            classes = torch.arange(min(10, model.config.num_classes))
+            labels = classes.repeat_interleave(self.grid_nrow).tolist()
         return pipe(
             num_images=len(labels) if labels else 64,
             steps=self.sample_steps,

@@ -19,7 +19,7 @@ from latentdiff.data.latent_cache import LatentCache, encode_dataset
 from latentdiff.data.load import load_dataset
 from latentdiff.diffusion.schedule import make_schedule
 from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder, write_json
-from latentdiff.nets.unet import UNet
+from latentdiff.nets.backbones import BACKBONES, build_backbone, find_backbone_folder
 from latentdiff.training.autoencoder_task import AutoencoderTask
 from latentdiff.training.diffusion_task import DiffusionTask
 from latentdiff.training.distributed import barrier, init_distributed
@@ -77,9 +77,12 @@ def held_out_data(data: DataConfig, train: ImageDataset) -> ImageDataset:
         )
 
 
-def finalize_autoencoder(folder: Path, data: ImageDataset, stage: AutoencoderStage) -> Autoencoder:
-    """Measure the latent statistics with the weights Stage 2 will use and store them in the config."""
-    ae = Autoencoder.from_pretrained(folder)
+def finalize_autoencoder(
+    folder: Path, data: ImageDataset, stage: AutoencoderStage, device: torch.device | str = "cpu"
+) -> Autoencoder:
+    """Measure the latent statistics with the weights Stage 2 will use (on the stage's device) and store
+    them in the config."""
+    ae = Autoencoder.from_pretrained(folder).to(device)
     stats = compute_latent_stats(ae, data, stage.stats_images, per_channel=stage.per_channel_stats)
     apply_latent_stats(ae, stats, shift=stage.shift)
     _, raw = load_model_folder(folder, weights="model")
@@ -105,13 +108,13 @@ def train_autoencoder(
     if stage.model.kind == "identity":
         if dist.is_main:  # nothing to train: the pixel-space baseline only needs its statistics
             model.save_pretrained(folder)
-            finalize_autoencoder(folder, data, stage)
+            finalize_autoencoder(folder, data, stage, dist.device)
         barrier()
         return folder
     task = AutoencoderTask(model, stage.loss, data, held_out_data(stage.data, data))
     Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
     if dist.is_main:
-        finalize_autoencoder(folder, data, stage)
+        finalize_autoencoder(folder, data, stage, dist.device)
     barrier()
     return folder
 
@@ -152,6 +155,19 @@ def prepare_latents(
     )
 
 
+def backbone_config(stage: DiffusionStage, channels: int, size: int, num_classes: int) -> Any:
+    """The chosen backbone's section with the shapes of the latents filled in; a changed section of a
+    backbone that is not chosen is refused (it would do nothing)."""
+    defaults = DiffusionStage()
+    for name in BACKBONES:
+        if name != stage.backbone and to_dict(getattr(stage, name)) != to_dict(getattr(defaults, name)):
+            raise ValueError(
+                f"settings under '{name}.' apply to backbone={name}, but backbone={stage.backbone}"
+            )
+    fill = {"in_channels": channels, "out_channels": channels, "sample_size": size}
+    return dataclasses.replace(getattr(stage, stage.backbone), **fill, num_classes=num_classes)
+
+
 def train_diffusion(
     stage: DiffusionStage,
     run_dir: str | Path,
@@ -160,10 +176,16 @@ def train_diffusion(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Stage 2 into `run_dir/unet/`. The autoencoder (default `run_dir/autoencoder`) is copied into the run
-    folder so that it alone holds everything needed to sample."""
+    """Stage 2 into `run_dir/<backbone>/`. The autoencoder (default `run_dir/autoencoder`) is copied into the
+    run folder so that it alone holds everything needed to sample."""
     run_dir = Path(run_dir)
     dist = init_distributed(stage.train.device)
+    existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
+    if existing is not None and existing.name != stage.backbone:
+        raise ValueError(
+            f"{run_dir} already holds a trained {existing.name} ({existing}); train the {stage.backbone} "
+            "into another run folder"
+        )
     ae_src = Path(autoencoder) if autoencoder is not None else run_dir / "autoencoder"
     if not (ae_src / "config.json").is_file():
         raise CheckpointError(
@@ -175,34 +197,29 @@ def train_diffusion(
     barrier()
     ae = Autoencoder.from_pretrained(run_dir / "autoencoder").to(dist.device).eval()
     cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress)
-    # a VQ cache stores (h, w) code indices; the U-Net sees the looked-up code vectors
+    # a VQ cache stores (h, w) code indices; the backbone sees the looked-up code vectors
     c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
     use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
     if use_labels and cache.num_classes < 1:
         raise ValueError(f"conditional=yes, but the latent cache {cache.path} holds no class labels")
-    unet_cfg = dataclasses.replace(
-        stage.unet,
-        in_channels=c,
-        out_channels=c,
-        sample_size=h,
-        num_classes=cache.num_classes if use_labels else 0,
-    )
-    stage = dataclasses.replace(stage, unet=unet_cfg)
+    net_cfg = backbone_config(stage, c, h, cache.num_classes if use_labels else 0)
+    stage = dataclasses.replace(stage, **{stage.backbone: net_cfg})
     record_config(run_dir, "diffusion_stage", stage)
     if dist.is_main:
         write_json(to_dict(stage.diffusion), run_dir / SCHEDULER_FILE)
         write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
-    unet = UNet(stage.unet)
+    backbone = build_backbone(stage.backbone, net_cfg)
     task = DiffusionTask(
-        unet,
+        backbone,
         ae,
         cache,
         make_schedule(stage.diffusion),
         stage.diffusion,
-        stage.label_dropout,
+        stage.cond_dropout,
         stage.sample_sampler,
         stage.sample_steps,
         stage.sample_guidance,
+        name=stage.backbone,
     )
     Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
-    return run_dir / "unet"
+    return run_dir / stage.backbone

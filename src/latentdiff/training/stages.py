@@ -8,6 +8,7 @@ from typing import Literal
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.autoencoder.losses import AutoencoderLossConfig
 from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.nets.dit import DiTConfig
 from latentdiff.nets.unet import UNetConfig
 from latentdiff.training.config import TrainConfig
 
@@ -54,19 +55,23 @@ class AutoencoderStage:
 
 @dataclass
 class DiffusionStage:
-    """Stage 2: a DDPM U-Net on the (scaled) latents of the frozen autoencoder.
+    """Stage 2: a diffusion backbone on the (scaled) latents of the frozen autoencoder.
 
-    The U-Net's in/out channels, sample size and number of classes are filled in from the latent cache;
-    `conditional="auto"` trains a class-conditional model (with label dropout for classifier-free
-    guidance) whenever the data has labels.
+    `backbone` picks the network (`unet` or `dit`, `nets.backbones`); only its own section (`unet:` or
+    `dit:`) applies, and its in/out channels, sample size and number of classes are filled in from the
+    latent cache. `conditional="auto"` trains a class-conditional model whenever the data has labels;
+    `cond_dropout` is, per conditioning key, the fraction of training rows given the null instead
+    (classifier-free guidance, Ho & Salimans 2022).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
+    backbone: Literal["unet", "dit"] = "unet"
     unet: UNetConfig = field(
         default_factory=lambda: UNetConfig(
             base_channels=64, channel_mult=(1, 2, 2), attention_levels=(1, 2), head_channels=32
         )
     )
+    dit: DiTConfig = field(default_factory=DiTConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -80,12 +85,13 @@ class DiffusionStage:
         )
     )
     conditional: Literal["auto", "yes", "no"] = "auto"
-    label_dropout: float = 0.1
+    cond_dropout: dict[str, float] = field(default_factory=lambda: {"class": 0.1})
     encode_batch_size: int = 256
     sample_sampler: str = "dpmpp_2m"
     sample_steps: int = 20
     sample_guidance: float = 2.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        for key, rate in self.cond_dropout.items():
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"cond_dropout.{key} must be in [0, 1), got {rate}")
