@@ -78,7 +78,7 @@ def stage(name: str, minutes: float) -> AutoencoderStage:
             latent_channels=4,
             mid_attention=False,
             groups=16,
-            kl_weight=1e-6,
+            kl_weight=1e-6 * 1 * 32 * 32,  # 1e-6 per image element, as measured (LDM units, d = C·H·W)
         )
     elif name == "fashion_vq_f4":
         data = DataConfig(dataset="fashion-mnist", resolution=32)
@@ -104,7 +104,7 @@ def stage(name: str, minutes: float) -> AutoencoderStage:
             latent_channels=4,
             mid_attention=False,
             groups=16,
-            kl_weight=1e-6,
+            kl_weight=1e-6 * 3 * 64 * 64,  # 1e-6 per image element, as measured (LDM units, d = C·H·W)
         )
     else:
         raise ValueError(f"unknown configuration {name!r}; known: {', '.join(TARGETS)}")

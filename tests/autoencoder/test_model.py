@@ -1,11 +1,12 @@
 """Autoencoder: shapes for every kind / f / channel count, latent scaling, VQ decoding, hash, files."""
 
 import json
+import math
 
 import pytest
 import torch
 
-from latentdiff.autoencoder import Autoencoder, AutoencoderConfig
+from latentdiff.autoencoder import Autoencoder, AutoencoderConfig, AutoencoderLossConfig, generator_loss
 from latentdiff.io.checkpoint import CheckpointError
 
 
@@ -100,11 +101,43 @@ def test_kl_forward_uses_kl_weight_and_posterior_sample():
     ae = build(tiny("kl", 2, 1, kl_weight=0.01)).eval()
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     out = ae(x, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(out.aux_loss, 0.01 * out.posterior.kl().mean())
+    torch.testing.assert_close(out.aux_loss, 0.01 / (1 * 8 * 8) * out.posterior.kl().mean())
     z = out.posterior.sample(torch.Generator().manual_seed(3))
     torch.testing.assert_close(out.reconstruction, ae.decode(z))
     mode = ae(x, sample_posterior=False).reconstruction
     torch.testing.assert_close(mode, ae.decode(out.posterior.mean))
+
+
+def test_kl_term_of_a_known_gaussian_posterior_is_the_closed_form_over_d():
+    # quant_conv with zero weights puts a constant posterior N(mu, sigma²) on every latent element:
+    # KL per sample = k/2·(mu² + sigma² − 1 − ln sigma²) over the k = 3·4·4 latent elements, and the term
+    # added to the per-element-mean reconstruction is kl_weight·KL/d with d = 3·16·16 image elements
+    ae = build(tiny("kl", 4, 3, kl_weight=1e-2)).eval()
+    mu, logvar = 0.5, math.log(0.25)
+    with torch.no_grad():
+        ae.quant_conv.weight.zero_()
+        ae.quant_conv.bias.copy_(torch.tensor([mu] * 3 + [logvar] * 3))
+    out = ae(torch.rand(2, 3, 16, 16) * 2 - 1, generator=torch.Generator().manual_seed(0))
+    kl = 3 * 4 * 4 / 2 * (mu**2 + math.exp(logvar) - 1 - logvar)
+    assert out.logs["kl"] == pytest.approx(kl, rel=1e-6)
+    assert out.aux_loss.item() == pytest.approx(1e-2 * kl / (3 * 16 * 16), rel=1e-6)
+
+
+@pytest.mark.parametrize("recon_kind", ["l1", "l2"])
+def test_kl_to_reconstruction_ratio_is_ldms_ratio_of_per_sample_sums(recon_kind):
+    # LDM (Rombach et al. 2022, appendix G) weighs per-sample sums: Σ_pixels rec + kl_weight·Σ_latent KL.
+    # Ours divides the whole objective by d, so the two terms stand in LDM's ratio for any image size
+    ae = build(tiny("kl", 2, 1, kl_weight=1e-6)).eval()
+    x = torch.rand(3, 1, 12, 8) * 2 - 1
+    out = ae(x, generator=torch.Generator().manual_seed(5))
+    _, logs = generator_loss(AutoencoderLossConfig(recon_kind=recon_kind, disc_weight=0.0), x, out, step=0)
+    err = out.reconstruction.double() - x.double()
+    rec_sums = (err.abs() if recon_kind == "l1" else err.square()).flatten(1).sum(1)
+    q = torch.distributions.Normal(out.posterior.mean.double(), out.posterior.std.double())
+    prior = torch.distributions.Normal(0.0, 1.0)
+    kl_sums = torch.distributions.kl_divergence(q, prior).flatten(1).sum(1)
+    ldm_ratio = (1e-6 * kl_sums.mean() / rec_sums.mean()).item()
+    assert logs["aux_loss"] / logs["rec_loss"] == pytest.approx(ldm_ratio, rel=1e-5)
 
 
 def test_vq_decode_snaps_to_the_nearest_codes():

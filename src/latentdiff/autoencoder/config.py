@@ -29,6 +29,12 @@ class AutoencoderConfig:
     latent is the image), so its latent_channels must equal in_channels. For `vq` the latent that Stage 2
     sees is the quantized one, with `codebook_dim` channels (default: latent_channels).
 
+    `kl_weight` (kind `kl`) has LDM's meaning (Rombach et al. 2022, appendix G, eq. 25, where both terms
+    are per-sample sums): the weight of KL(q(z|x) ‖ N(0, I)), summed over the latent, against the
+    reconstruction error summed over the d = C·H·W image elements, per image. Training minimises the
+    per-element-mean reconstruction plus kl_weight·KL/d, which is that objective divided by d (see
+    `Autoencoder`), so a weight carries over from LDM unchanged, whatever the image size.
+
     Diffusion runs on ``(z − shift_factor)·scale_factor``; both are scalars or per-channel lists, set from
     data by `latentdiff.autoencoder.stats.apply_latent_stats` (which records `latent_stats_images`).
     """
@@ -48,7 +54,7 @@ class AutoencoderConfig:
     double_z: bool = True
     logvar_min: float = -30.0
     logvar_max: float = 20.0
-    kl_weight: float = 1e-6
+    kl_weight: float = 1e-6  # LDM's value, in its per-sample units (see above)
     # vq (van den Oord et al. 2017)
     codebook_size: int = 1024
     codebook_dim: int | None = None

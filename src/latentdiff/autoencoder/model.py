@@ -25,8 +25,9 @@ VERSION = 1
 
 @dataclass
 class AutoencoderOutput:
-    """`aux_loss` is the regulariser to add to the reconstruction objective: kl_weight·KL (per-sample sum,
-    averaged over the batch) for `kl`, the quantizer loss for `vq`, zero for `identity`."""
+    """`aux_loss` is the regulariser to add to the per-element-mean reconstruction objective:
+    kl_weight·KL/d for `kl` (KL the per-sample sum, averaged over the batch; d = C·H·W of the image, see
+    `Autoencoder`), the quantizer loss for `vq`, zero for `identity`."""
 
     reconstruction: torch.Tensor
     posterior: Posterior
@@ -39,6 +40,12 @@ class Autoencoder(nn.Module):
 
     KL (Rombach et al. 2022, sec. 3 / appendix G): encoder → quant_conv (1×1) → mean and log-variance;
     decoder input goes through post_quant_conv (1×1). Same layout as diffusers' `AutoencoderKL`.
+    `kl_weight` means what it means in LDM (Rombach et al. 2022, appendix G, eq. 25: L_rec + L_reg with
+    L_reg weighted by ~1e-6; their code sums both terms per sample): per image, the reconstruction error
+    summed over the d = C·H·W image elements plus kl_weight·KL(q(z|x) ‖ N(0, I)), the KL summed over the
+    latent. The reconstruction loss here is the per-element mean (`losses.reconstruction_loss`), so
+    `aux_loss` is kl_weight·KL/d: the whole objective is LDM's divided by d, and the ratio of the KL term to
+    the reconstruction term is LDM's.
     VQ (van den Oord et al. 2017): encoder → quant_conv → nearest code → post_quant_conv → decoder; the
     latent that Stage 2 sees is the quantized one (`codebook_dim` channels).
     identity: no parameters, f = 1; the latent is the image (the pixel-space baseline).
@@ -240,8 +247,9 @@ class Autoencoder(nn.Module):
             return AutoencoderOutput(self._decode(q.z_q), posterior, q.loss, logs)
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
-        kl = posterior.kl().mean()
-        aux = self.config.kl_weight * kl if self.config.double_z else zero
+        kl = posterior.kl().mean()  # per-sample sum, averaged over the batch
+        elements = x[0].numel()  # d = C·H·W: the reconstruction is a mean over these
+        aux = self.config.kl_weight / elements * kl if self.config.double_z else zero
         logs = {"kl": float(kl.detach()), "posterior_std": float(posterior.std.detach().float().mean())}
         return AutoencoderOutput(self._decode(z), posterior, aux, logs)
 
