@@ -1,9 +1,10 @@
 """Export a trained run to diffusers' folder formats, so that it runs in diffusers too.
 
 `RUN → OUT/unet` (UNet2DModel), `OUT/vae` (AutoencoderKL, for `kl` autoencoders), `OUT/scheduler`
-(a DDPMScheduler configuration with the run's betas and prediction type) and `OUT/latentdiff.json` (the
-latent shift/scale and class names, which diffusers' unconditional pipelines do not carry). EMA weights are
-exported when the run has them.
+(a DPMSolverMultistepScheduler configuration that reproduces `latentdiff sample`'s default sampler,
+DPM-Solver++(2M), with the run's betas and prediction type) and `OUT/latentdiff.json` (the latent
+shift/scale, class names and null class, which diffusers' unconditional pipelines do not carry). EMA
+weights are exported when the run has them.
 """
 
 from __future__ import annotations
@@ -19,19 +20,42 @@ _PREDICTION = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 
 def diffusers_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
-    """The DDPMScheduler configuration with the same betas (Nichol & Dhariwal's cosine is diffusers'
-    `squaredcos_cap_v2`) and prediction type."""
+    """The DPMSolverMultistepScheduler configuration that steps like our default sampler,
+    `diffusion.samplers_discrete.sample_dpmpp_2m` (DPM-Solver++(2M), Lu et al. 2022, Algorithm 2): the
+    same betas (Nichol & Dhariwal's cosine is diffusers' `squaredcos_cap_v2`) and prediction type,
+    data-prediction second-order multistep with the midpoint form, "linspace" timesteps, a first-order last
+    step onto σ = 0, no thresholding, no λ clipping (diffusers' default `lambda_min_clipped = −inf`), no
+    Karras/Lu/exponential σ respacing. The same steps from the same x_T then visit the same timesteps and
+    give the same latents."""
+    if cfg.prediction not in _PREDICTION:
+        raise ValueError(
+            f"prediction={cfg.prediction!r} has no diffusers scheduler counterpart (its network takes "
+            f"EDM's c_in-scaled input and c_noise = ¼ ln σ); exportable predictions: {', '.join(_PREDICTION)}"
+        )
     return {
-        "_class_name": "DDPMScheduler",
+        "_class_name": "DPMSolverMultistepScheduler",
         "num_train_timesteps": cfg.num_timesteps,
         "beta_start": cfg.beta_start,
         "beta_end": cfg.beta_end,
         "beta_schedule": _BETA_SCHEDULE[cfg.schedule],
+        "trained_betas": None,
         "prediction_type": _PREDICTION[cfg.prediction],
         "rescale_betas_zero_snr": cfg.zero_terminal_snr,
-        "clip_sample": False,
-        "variance_type": "fixed_small",
-        "timestep_spacing": "leading",
+        "algorithm_type": "dpmsolver++",
+        "solver_order": 2,
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+        "final_sigmas_type": "zero",
+        "thresholding": False,
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "use_lu_lambdas": False,
+        "use_flow_sigmas": False,
+        "variance_type": None,
+        "timestep_spacing": "linspace",
+        "steps_offset": 0,
     }
 
 
