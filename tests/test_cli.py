@@ -492,3 +492,79 @@ def test_pixel_space_and_vq_latents_go_through_the_same_stage2(capsys, tmp_path,
         str(tmp_path / f"{kind}_samples"),
     )
     assert code == 0, err
+
+
+TINY_DIT = [
+    "--set",
+    "dit.hidden_size=32",
+    "--set",
+    "dit.depth=2",
+    "--set",
+    "dit.num_heads=2",
+    "--set",
+    "dit.patch_size=2",
+]
+
+
+@pytest.mark.parametrize(
+    "backbone_args, folder",
+    [
+        (["--backbone", "dit", *TINY_DIT], "dit"),
+        (["--edm"], "unet"),
+        (["--backbone", "dit", "--edm", *TINY_DIT], "dit"),
+    ],
+    ids=["dit-vp", "unet-edm", "dit-edm"],
+)
+def test_dit_and_edm_run_end_to_end_from_the_cli(capsys, tiny_run, tmp_path, backbone_args, folder):
+    """train-diffusion with another backbone or EDM, then sample (guided, with a negative class), img2img,
+    inpaint and export-diffusers on the result."""
+    run_dir = tmp_path / "run"
+    common = ["--steps", "4", "--batch-size", "16", "--set", "train.warmup_steps=1"]
+    common += ["--set", "sample_steps=2"]
+    code, out, err = run(
+        capsys, "train-diffusion", "--out", str(run_dir), "--autoencoder", str(tiny_run),
+        "--data", "digits", "--resolution", "8", *common, *backbone_args,
+    )
+    assert code == 0, err
+    config = json.loads((run_dir / folder / "config.json").read_text())
+    assert config["backbone"] == folder and config["num_classes"] == 10
+    scheduler = json.loads((run_dir / "scheduler.json").read_text())
+    assert scheduler["prediction"] == ("edm" if "--edm" in backbone_args else "eps")
+    code, _, err = run(
+        capsys, "sample", str(run_dir), "--num-images", "2", "--steps", "3", "--class", "3",
+        "--negative-class", "5", "--guidance", "2", "--out", str(tmp_path / "s"),
+    )
+    assert code == 0 and len(list((tmp_path / "s").glob("sample_*.png"))) == 2, err
+    Image.fromarray((torch.rand(8, 8) * 255).byte().numpy(), mode="L").save(tmp_path / "in.png")
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (0, 0, 4, 8))
+    mask.save(tmp_path / "mask.png")
+    for command, extra in (
+        ("img2img", ["--strength", "0.5"]),
+        ("inpaint", ["--mask", str(tmp_path / "mask.png")]),
+    ):
+        code, _, err = run(
+            capsys, command, str(run_dir), "--input", str(tmp_path / "in.png"), "--steps", "3", *extra,
+            "--out", str(tmp_path / command),
+        )
+        assert code == 0 and (tmp_path / command / "in.png").is_file(), (command, err)
+    code, out, err = run(capsys, "export-diffusers", str(run_dir), "--out", str(tmp_path / "exp"))
+    assert code == 0, err
+    exported = "transformer" if folder == "dit" else "unet"
+    assert (tmp_path / "exp" / exported / "config.json").is_file()
+    assert (tmp_path / "exp" / "scheduler" / "scheduler_config.json").is_file()
+    # a run folder holds one backbone: training the other one into it is refused before anything changes
+    other = ["--backbone", "unet"] if folder == "dit" else ["--backbone", "dit", *TINY_DIT]
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, _, err = run(capsys, "train-diffusion", "--out", str(run_dir), *common, *other)
+    assert code != 0 and "already holds a trained" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_settings_of_the_backbone_not_chosen_are_refused(capsys, tiny_run, tmp_path):
+    code, _, err = run(
+        capsys, "train-diffusion", "--out", str(tmp_path / "r"), "--autoencoder", str(tiny_run),
+        "--steps", "2", "--set", "dit.depth=3",
+    )
+    assert code != 0 and "settings under 'dit.' apply to backbone=dit, but backbone=unet" in err
+    assert not (tmp_path / "r").exists()

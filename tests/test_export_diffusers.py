@@ -121,3 +121,63 @@ def test_exported_scheduler_reproduces_latentdiff_sample(
     # reach a few hundred, where float32 itself resolves only ~3e-5
     assert latent_diff <= 1e-4 * max(1.0, size), f"max |Δ latent| {latent_diff:.3g} at max |z| {size:.3g}"
     assert image_diff <= 1e-4, f"max |Δ image| {image_diff:.3g}"
+
+
+def test_exported_edm_dit_run_matches_diffusers_edm_euler(tiny_run, tmp_path, capsys):
+    """An EDM-preconditioned DiT exported: diffusers' DiTTransformer2DModel + EDMEulerScheduler loaded from
+    the exported folder reproduce `latentdiff`'s euler sampler (Karras σ, c_in, ¼ ln σ, c_skip, c_out)."""
+    import dataclasses
+
+    from conftest import tiny_diffusion_stage
+
+    from latentdiff.diffusion.config import DiffusionConfig
+    from latentdiff.nets.dit import DiT, DiTConfig
+    from latentdiff.training.run import train_diffusion
+    from latentdiff.training.stages import DiffusionStage
+
+    run = tmp_path / "edm"
+    stage = dataclasses.replace(
+        tiny_diffusion_stage(steps=2),
+        backbone="dit",
+        unet=DiffusionStage().unet,
+        dit=DiTConfig(hidden_size=32, depth=2, num_heads=2, patch_size=2),
+        diffusion=DiffusionConfig(prediction="edm", noise_sampling="log_normal", loss_weighting="edm"),
+    )
+    train_diffusion(stage, run, autoencoder=tiny_run / "autoencoder", progress=False)
+    model = DiT.from_pretrained(run / "dit")
+    with torch.no_grad():  # weights far from the adaLN-Zero start, so every path carries signal
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    (run / "dit" / "ema.safetensors").unlink()
+    model.save_pretrained(run / "dit")
+    assert main(["-q", "export-diffusers", str(run), "--out", str(tmp_path / "exp")]) == 0
+    capsys.readouterr()
+    exp = tmp_path / "exp"
+    config = json.loads((exp / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "EDMDPMSolverMultistepScheduler"
+    diffusers.EDMDPMSolverMultistepScheduler.from_pretrained(exp / "scheduler")  # loads as written
+    scheduler = diffusers.EDMEulerScheduler.from_config(config)
+    transformer = diffusers.DiTTransformer2DModel.from_pretrained(exp / "transformer").eval()
+    meta = json.loads((exp / "latentdiff.json").read_text())
+
+    n, steps, seed, label, scale = 2, 6, 5, 3, 2.0
+    pipe = LatentDiffusionPipeline.from_pretrained(run, device="cpu")
+    c, size = transformer.config.in_channels, transformer.config.sample_size
+    latents = torch.randn((n, c, size, size), generator=torch.Generator().manual_seed(seed))
+    scheduler.set_timesteps(steps)
+    latents = latents * scheduler.init_noise_sigma
+    labels = torch.cat([torch.full((n,), label), torch.full((n,), meta["null_class"])])
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(latents, t)
+            out = transformer(torch.cat([x_in, x_in]), timestep=t.expand(2 * n), class_labels=labels).sample
+            cond, uncond = out.chunk(2)
+            latents = scheduler.step(uncond + scale * (cond - uncond), t, latents).prev_sample
+    final = {}
+    pipe(
+        num_images=n, steps=steps, sampler="euler", guidance_scale=scale, class_labels=label, seed=seed,
+        output_type="pt", callback=lambda info: final.update(z=info["x"]),
+    )
+    assert latents.abs().max() > 0.1
+    torch.testing.assert_close(final["z"], latents, rtol=0, atol=1e-4)

@@ -1,8 +1,9 @@
 """Export a trained run to diffusers' folder formats, so that it runs in diffusers too.
 
-`RUN → OUT/unet` (UNet2DModel), `OUT/vae` (AutoencoderKL, for `kl` autoencoders), `OUT/scheduler`
-(a DPMSolverMultistepScheduler configuration that reproduces `latentdiff sample`'s default sampler,
-DPM-Solver++(2M), with the run's betas and prediction type) and `OUT/latentdiff.json` (the latent
+`RUN → OUT/unet` (UNet2DModel) or `OUT/transformer` (DiTTransformer2DModel), `OUT/vae` (AutoencoderKL,
+for `kl` autoencoders), `OUT/scheduler` (a DPMSolverMultistepScheduler configuration that reproduces
+`latentdiff sample`'s default sampler, DPM-Solver++(2M), with the run's betas and prediction type; an
+EDMDPMSolverMultistepScheduler for EDM runs) and `OUT/latentdiff.json` (the latent
 shift/scale, class names and null class, which diffusers' unconditional pipelines do not carry). EMA
 weights are exported when the run has them.
 """
@@ -27,11 +28,8 @@ def diffusers_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
     step onto σ = 0, no thresholding, no λ clipping (diffusers' default `lambda_min_clipped = −inf`), no
     Karras/Lu/exponential σ respacing. The same steps from the same x_T then visit the same timesteps and
     give the same latents."""
-    if cfg.prediction not in _PREDICTION:
-        raise ValueError(
-            f"prediction={cfg.prediction!r} has no diffusers scheduler counterpart (its network takes "
-            f"EDM's c_in-scaled input and c_noise = ¼ ln σ); exportable predictions: {', '.join(_PREDICTION)}"
-        )
+    if cfg.prediction == "edm":
+        return edm_scheduler_config(cfg)
     return {
         "_class_name": "DPMSolverMultistepScheduler",
         "num_train_timesteps": cfg.num_timesteps,
@@ -59,8 +57,37 @@ def diffusers_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
     }
 
 
+def edm_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
+    """For an EDM-preconditioned run: diffusers' `EDMDPMSolverMultistepScheduler`, whose preconditioning
+    (c_in = 1/sqrt(σ² + σ_d²), c_noise = ¼ ln σ, c_skip, c_out with prediction_type "epsilon") is ours
+    (Karras et al. 2022, Table 1), over the run's noise range σ_min … σ_max (the schedule's σ table). Its
+    steps are Karras σ (ρ = 7) rather than our DPM-Solver++'s "linspace" timesteps: the images are those of
+    `latentdiff sample --sampler euler` with `EDMEulerScheduler` loaded from the same folder, and close to,
+    not equal to, our default sampler's."""
+    from latentdiff.diffusion.schedule import make_schedule
+
+    sigmas = make_schedule(cfg).sigmas
+    return {
+        "_class_name": "EDMDPMSolverMultistepScheduler",
+        "sigma_min": float(sigmas[0]),
+        "sigma_max": float(sigmas[-1]),
+        "sigma_data": cfg.sigma_data,
+        "sigma_schedule": "karras",
+        "num_train_timesteps": cfg.num_timesteps,
+        "prediction_type": "epsilon",
+        "rho": 7.0,
+        "solver_order": 2,
+        "thresholding": False,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+        "final_sigmas_type": "zero",
+    }
+
+
 def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write the run's U-Net, autoencoder and scheduler in diffusers' formats; returns what was written."""
+    """Write the run's backbone, autoencoder and scheduler in diffusers' formats; returns what was written."""
     from latentdiff.autoencoder.diffusers_format import save_diffusers_autoencoder
     from latentdiff.nets.diffusers_format import save_diffusers_unet
     from latentdiff.pipeline import LatentDiffusionPipeline

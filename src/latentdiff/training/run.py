@@ -155,15 +155,18 @@ def prepare_latents(
     )
 
 
-def backbone_config(stage: DiffusionStage, channels: int, size: int, num_classes: int) -> Any:
-    """The chosen backbone's section with the shapes of the latents filled in; a changed section of a
-    backbone that is not chosen is refused (it would do nothing)."""
+def check_backbone_sections(stage: DiffusionStage) -> None:
+    """A changed section of a backbone that is not chosen is refused: it would do nothing."""
     defaults = DiffusionStage()
     for name in BACKBONES:
         if name != stage.backbone and to_dict(getattr(stage, name)) != to_dict(getattr(defaults, name)):
             raise ValueError(
                 f"settings under '{name}.' apply to backbone={name}, but backbone={stage.backbone}"
             )
+
+
+def backbone_config(stage: DiffusionStage, channels: int, size: int, num_classes: int) -> Any:
+    """The chosen backbone's section with the shapes of the latents filled in."""
     fill = {"in_channels": channels, "out_channels": channels, "sample_size": size}
     return dataclasses.replace(getattr(stage, stage.backbone), **fill, num_classes=num_classes)
 
@@ -179,6 +182,7 @@ def train_diffusion(
     """Stage 2 into `run_dir/<backbone>/`. The autoencoder (default `run_dir/autoencoder`) is copied into the
     run folder so that it alone holds everything needed to sample."""
     run_dir = Path(run_dir)
+    check_backbone_sections(stage)
     dist = init_distributed(stage.train.device)
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
     if existing is not None and existing.name != stage.backbone:
