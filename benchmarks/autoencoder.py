@@ -29,12 +29,12 @@ from latentdiff.autoencoder.losses import AutoencoderLossConfig  # noqa: E402
 from latentdiff.autoencoder.model import Autoencoder  # noqa: E402
 from latentdiff.config import to_dict  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluate import evaluate_autoencoder  # noqa: E402
+from latentdiff.evaluation import evaluate_autoencoder  # noqa: E402
 from latentdiff.figures import reconstruction_figure  # noqa: E402
-from latentdiff.training.checkpoints import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 from latentdiff.training.config import TrainConfig  # noqa: E402
 from latentdiff.training.run import train_autoencoder  # noqa: E402
 from latentdiff.training.stages import AutoencoderStage, DataConfig  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 
 TARGETS = {
     "fashion_kl_f4": {"psnr": 28.0, "ssim": 0.93},

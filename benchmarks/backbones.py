@@ -37,15 +37,15 @@ from common import RESULTS, RUNS, machine, regenerate_docs, setup, write_result 
 from latentdiff import demo  # noqa: E402
 from latentdiff.config import to_dict  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluate import evaluate_generation, reference_features_for  # noqa: E402
+from latentdiff.evaluation import evaluate_generation, reference_features_for  # noqa: E402
 from latentdiff.io.images import save_grid  # noqa: E402
-from latentdiff.metrics.evaluate import fid_kid_from_features  # noqa: E402
+from latentdiff.metrics.fid_kid import fid_kid_from_features  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.dit import DiTConfig  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.checkpoints import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.stages import DiffusionStage  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 
 MODELS = ("unet_vp_eps", "unet_edm", "dit_edm")
 SAMPLER, STEPS, GUIDANCE = "dpmpp_2m", 20, 1.5

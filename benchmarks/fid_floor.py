@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluate import reference_features_for  # noqa: E402
-from latentdiff.metrics.evaluate import fid_kid_from_features  # noqa: E402
+from latentdiff.evaluation import reference_features_for  # noqa: E402
+from latentdiff.metrics.fid_kid import fid_kid_from_features  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures, load_inception_torchscript, preprocess  # noqa: E402
 
 

@@ -30,16 +30,16 @@ from latentdiff.autoencoder.config import AutoencoderConfig  # noqa: E402
 from latentdiff.config import to_dict  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.diffusion.config import DiffusionConfig  # noqa: E402
-from latentdiff.evaluate import evaluate_generation  # noqa: E402
+from latentdiff.evaluation import evaluate_generation  # noqa: E402
 from latentdiff.figures import line_plot  # noqa: E402
 from latentdiff.io.images import save_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.unet import UNetConfig  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.checkpoints import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 from latentdiff.training.config import TrainConfig  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
 
 DATASETS = {
     "fashion-mnist": {

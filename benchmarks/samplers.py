@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, RUNS, machine, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluate import evaluate_generation  # noqa: E402
+from latentdiff.evaluation import evaluate_generation  # noqa: E402
 from latentdiff.figures import line_plot  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentdiff.nets import UNet, UNetConfig
-from latentdiff.nets.diffusers_format import diffusers_config
+from latentdiff.nets.unet_diffusers_format import diffusers_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_model  # noqa: E402

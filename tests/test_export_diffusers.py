@@ -126,22 +126,21 @@ def test_exported_scheduler_reproduces_latentdiff_sample(
 def test_exported_edm_dit_run_matches_diffusers_edm_euler(tiny_run, tmp_path, capsys):
     """An EDM-preconditioned DiT exported: diffusers' DiTTransformer2DModel + EDMEulerScheduler loaded from
     the exported folder reproduce `latentdiff`'s euler sampler (Karras σ, c_in, ¼ ln σ, c_skip, c_out)."""
-    import dataclasses
-
-    from conftest import tiny_diffusion_stage
-
     from latentdiff.diffusion.config import DiffusionConfig
     from latentdiff.nets.dit import DiT, DiTConfig
+    from latentdiff.training.config import TrainConfig
     from latentdiff.training.run import train_diffusion
-    from latentdiff.training.stages import DiffusionStage
+    from latentdiff.training.stages import DataConfig, DiffusionStage
 
     run = tmp_path / "edm"
-    stage = dataclasses.replace(
-        tiny_diffusion_stage(steps=2),
+    stage = DiffusionStage(
+        data=DataConfig(dataset="digits", resolution=8),
         backbone="dit",
-        unet=DiffusionStage().unet,
         dit=DiTConfig(hidden_size=32, depth=2, num_heads=2, patch_size=2),
         diffusion=DiffusionConfig(prediction="edm", noise_sampling="log_normal", loss_weighting="edm"),
+        train=TrainConfig(steps=2, batch_size=32, warmup_steps=1, checkpoint_every=0, device="cpu"),
+        conditional="yes",
+        sample_steps=2,
     )
     train_diffusion(stage, run, autoencoder=tiny_run / "autoencoder", progress=False)
     model = DiT.from_pretrained(run / "dit")

@@ -27,15 +27,15 @@ from latentdiff.autoencoder.losses import AutoencoderLossConfig
 from latentdiff.config import to_dict
 from latentdiff.data.load import load_dataset
 from latentdiff.diffusion.config import DiffusionConfig
-from latentdiff.evaluate import evaluate_autoencoder, evaluate_generation
+from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation
 from latentdiff.figures import class_grid, how_it_works
 from latentdiff.io.checkpoint import read_json, write_json
 from latentdiff.nets.unet import UNetConfig
 from latentdiff.pipeline import LatentDiffusionPipeline
-from latentdiff.training.checkpoints import checkpoint_root, latest_checkpoint, read_checkpoint
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 

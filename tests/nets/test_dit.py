@@ -12,9 +12,9 @@ import torch
 from latentdiff.config import ConfigError, from_dict
 from latentdiff.io.checkpoint import CheckpointError, load_tensors, save_tensors
 from latentdiff.nets.backbones import backbone_name, load_backbone
-from latentdiff.nets.diffusers_format import DiffusersFormatError
 from latentdiff.nets.dit import DIT_PRESETS, DiT, DiTConfig
 from latentdiff.nets.dit_diffusers_format import dit_to_diffusers, load_diffusers_dit, save_diffusers_dit
+from latentdiff.nets.unet_diffusers_format import DiffusersFormatError
 
 ATOL = 1e-5
 INT_T = torch.tensor([0, 1, 500, 999])

@@ -217,4 +217,4 @@ def test_model_trained_through_the_task_samples_its_latent_back(cfg):
             out = get_sampler(name)(den, x_T, task.schedule, 20)
             err = (out - z_star).abs().mean()
             assert err < 0.15, (name, float(err))
-    assert math.isfinite(float(loss))
+    assert math.isfinite(loss.item())

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from latentdiff.io.checkpoint import load_model_folder
-from latentdiff.training.checkpoints import checkpoint_root, list_checkpoints
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.loop import Trainer, TrainingDiverged
+from latentdiff.training.trainer_state import checkpoint_root, list_checkpoints
 
 HERE = Path(__file__).parent
 TOY = HERE / "toy_task.py"

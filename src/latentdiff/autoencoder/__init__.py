@@ -2,11 +2,6 @@
 AutoencoderKL format, and the latent statistics that scale Stage 2's inputs."""
 
 from latentdiff.autoencoder.config import AutoencoderConfig
-from latentdiff.autoencoder.diffusers_format import (
-    DiffusersFormatError,
-    load_diffusers_autoencoder,
-    save_diffusers_autoencoder,
-)
 from latentdiff.autoencoder.discriminator import PatchDiscriminator, fit_n_layers, patch_output_size
 from latentdiff.autoencoder.losses import (
     AutoencoderLossConfig,
@@ -23,6 +18,11 @@ from latentdiff.autoencoder.model import Autoencoder, AutoencoderOutput
 from latentdiff.autoencoder.posterior import DeterministicPosterior, DiagonalGaussian, Posterior
 from latentdiff.autoencoder.quantizer import QuantizerOutput, VectorQuantizer, codebook_usage, perplexity
 from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
+from latentdiff.autoencoder.vae_diffusers_format import (
+    DiffusersFormatError,
+    load_diffusers_autoencoder,
+    save_diffusers_autoencoder,
+)
 
 __all__ = [
     "Autoencoder",

@@ -8,8 +8,8 @@ import os
 import sys
 
 from latentdiff import __version__
-from latentdiff.cli import data, demo, evaluate, generate, train
-from latentdiff.cli.common import setup_logging
+from latentdiff.cli import data, demo_command, evaluate, generate, train
+from latentdiff.cli.options import setup_logging
 
 log = logging.getLogger("latentdiff")
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.register(sub, _Formatter)
     data.register(sub, _Formatter)
     evaluate.register(sub, _Formatter)
-    demo.register(sub, _Formatter)
+    demo_command.register(sub, _Formatter)
     return parser
 
 

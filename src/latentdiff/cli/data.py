@@ -42,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> str:
-    from latentdiff.data.export import export_dataset
+    from latentdiff.data.png_export import export_dataset
 
     n = export_dataset(args.name, args.out, split=args.split, limit=args.limit, resolution=args.resolution)
     return f"wrote {n} images to {args.out}/"

@@ -48,7 +48,7 @@ def run_dataset(run: Path, split: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> str:
-    from latentdiff.evaluate import evaluate_autoencoder, evaluate_generation
+    from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation
     from latentdiff.io.checkpoint import write_json
     from latentdiff.pipeline import LatentDiffusionPipeline
 

@@ -181,7 +181,7 @@ def cmd_interpolate(args: argparse.Namespace) -> str:
 
 
 def cmd_export_diffusers(args: argparse.Namespace) -> str:
-    from latentdiff.export import export_to_diffusers
+    from latentdiff.diffusers_export import export_to_diffusers
 
     written = export_to_diffusers(args.run, args.out)
     return "\n".join(f"{name}: {path}" for name, path in written.items())

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from latentdiff.cli.common import add_config_args, add_shortcut, build_config
+from latentdiff.cli.options import add_config_args, add_shortcut, build_config
 
 EXAMPLES = {
     "train-autoencoder": "latentdiff train-autoencoder --data fashion-mnist --kind kl --f 4 --out runs/fm",
@@ -196,8 +196,8 @@ def cmd_train_diffusion(args: argparse.Namespace) -> str:
 
 
 def cmd_import_autoencoder(args: argparse.Namespace) -> str:
-    from latentdiff.autoencoder.diffusers_format import load_diffusers_autoencoder
     from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
+    from latentdiff.autoencoder.vae_diffusers_format import load_diffusers_autoencoder
     from latentdiff.data.load import load_dataset
     from latentdiff.training.distributed import resolve_device
 
@@ -217,7 +217,7 @@ def cmd_import_autoencoder(args: argparse.Namespace) -> str:
 def cmd_eval_autoencoder(args: argparse.Namespace) -> str:
     from latentdiff.autoencoder.model import Autoencoder
     from latentdiff.data.load import load_dataset
-    from latentdiff.evaluate import evaluate_autoencoder, reconstruction_fid
+    from latentdiff.evaluation import evaluate_autoencoder, reconstruction_fid
     from latentdiff.training.distributed import resolve_device
 
     folder = autoencoder_folder(args.autoencoder)

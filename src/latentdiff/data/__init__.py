@@ -2,11 +2,11 @@
 
 from latentdiff.data.builtin import BUILTIN, builtin_names, list_datasets, load_builtin
 from latentdiff.data.dataset import ArrayImageDataset, ImageDataset, class_index
-from latentdiff.data.export import export_dataset
 from latentdiff.data.image_convert import IMAGE_EXTENSIONS
 from latentdiff.data.image_folder import ImageFolder
 from latentdiff.data.latent_cache import LatentCache, encode_dataset
 from latentdiff.data.load import load_dataset
+from latentdiff.data.png_export import export_dataset
 from latentdiff.data.source import DatasetNotInstalled, data_root
 
 __all__ = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.figures.common import (
+from latentdiff.figures.canvas import (
     DPI,
     ERROR_CMAP,
     TEXT,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from latentdiff.figures.common import (
+from latentdiff.figures.canvas import (
     _MARKERS,
     _figure,
     _fmt,

@@ -1,8 +1,8 @@
 """Evaluation metrics: FID/KID on Inception features (one documented protocol, cached reference
 statistics), PSNR/SSIM for reconstructions. Codebook usage of VQ models lives with the autoencoder."""
 
-from latentdiff.metrics.evaluate import compute_fid, fid_kid_from_features
 from latentdiff.metrics.fid import FeatureStats, fid_from_features, fid_from_stats, frechet_distance
+from latentdiff.metrics.fid_kid import compute_fid, fid_kid_from_features
 from latentdiff.metrics.image_quality import psnr, reconstruction_metrics, ssim
 from latentdiff.metrics.inception import (
     PROTOCOL_ID,

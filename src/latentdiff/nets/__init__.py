@@ -1,13 +1,13 @@
 """Neural networks used by the stages: the diffusion U-Net and the blocks it shares with the autoencoder."""
 
 from latentdiff.nets.blocks import Downsample, ResBlock, SelfAttention, Upsample, timestep_embedding
-from latentdiff.nets.diffusers_format import (
+from latentdiff.nets.unet import UNet, UNetConfig
+from latentdiff.nets.unet_diffusers_format import (
     DiffusersFormatError,
     load_diffusers_unet,
     save_diffusers_unet,
     unet_to_diffusers,
 )
-from latentdiff.nets.unet import UNet, UNetConfig
 
 __all__ = [
     "DiffusersFormatError",

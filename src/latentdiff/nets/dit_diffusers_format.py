@@ -30,9 +30,9 @@ from latentdiff.io.checkpoint import (
     save_tensors,
     write_json,
 )
-from latentdiff.nets.diffusers_format import DIFFUSERS_VERSION, DiffusersFormatError
 from latentdiff.nets.dit import EPS, DiT, DiTConfig
 from latentdiff.nets.unet import load_weights
+from latentdiff.nets.unet_diffusers_format import DIFFUSERS_VERSION, DiffusersFormatError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The module tree mirrors diffusers' `UNet2DModel` (`conv_in`, `time_embedding.linear_1/2`,
 `class_embedding`, `down_blocks.i.{resnets,attentions,downsamplers}`, `mid_block`, `up_blocks`,
-`conv_norm_out`, `conv_out`), so its state dict *is* a `UNet2DModel` state dict; `nets.diffusers_format`
+`conv_norm_out`, `conv_out`), so its state dict *is* a `UNet2DModel` state dict; `nets.unet_diffusers_format`
 writes the matching diffusers config.
 """
 

@@ -22,7 +22,7 @@ from latentdiff.autoencoder.losses import (
 )
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.data.dataset import ImageDataset
-from latentdiff.evaluate import evaluate_autoencoder
+from latentdiff.evaluation import evaluate_autoencoder
 from latentdiff.io.checkpoint import save_model_folder
 from latentdiff.training.batching import BatchRandom
 from latentdiff.training.task import OptimizerSpec, StepOutput

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from latentdiff.config import to_dict
 from latentdiff.io.checkpoint import CheckpointError, load_tensors
 from latentdiff.io.images import make_grid, save_grid
-from latentdiff.training import checkpoints as ckpt
+from latentdiff.training import trainer_state as ckpt
 from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_seed
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed

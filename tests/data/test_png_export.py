@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from latentdiff.data import ImageFolder, export_dataset, load_dataset
-from latentdiff.data.export import class_folder_names
+from latentdiff.data.png_export import class_folder_names
 
 
 def _index_of(path) -> int:

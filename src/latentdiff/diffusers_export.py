@@ -88,8 +88,8 @@ def edm_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
 
 def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write the run's backbone, autoencoder and scheduler in diffusers' formats; returns what was written."""
-    from latentdiff.autoencoder.diffusers_format import save_diffusers_autoencoder
-    from latentdiff.nets.diffusers_format import save_diffusers_unet
+    from latentdiff.autoencoder.vae_diffusers_format import save_diffusers_autoencoder
+    from latentdiff.nets.unet_diffusers_format import save_diffusers_unet
     from latentdiff.pipeline import LatentDiffusionPipeline
 
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentdiff.metrics.evaluate import compute_fid, fid_kid_from_features
 from latentdiff.metrics.fid import fid_from_features
+from latentdiff.metrics.fid_kid import compute_fid, fid_kid_from_features
 from latentdiff.metrics.kid import kid_from_features
 
 

@@ -9,7 +9,11 @@ from unet_configs import tiny_unet_config
 
 from latentdiff.io.checkpoint import CheckpointError
 from latentdiff.nets import UNet, load_diffusers_unet, save_diffusers_unet, unet_to_diffusers
-from latentdiff.nets.diffusers_format import DiffusersFormatError, config_from_diffusers, diffusers_config
+from latentdiff.nets.unet_diffusers_format import (
+    DiffusersFormatError,
+    config_from_diffusers,
+    diffusers_config,
+)
 
 ATOL = 1e-5
 TIMESTEPS = [0.0, 0.5, 17.25, 999.0]

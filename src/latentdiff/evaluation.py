@@ -90,7 +90,7 @@ def reconstruction_fid(
 ) -> dict[str, Any]:
     """rFID: FID between `num_images` images of `dataset` (spread over it) and their reconstructions
     D(E(x)) (posterior mode): what the autoencoder alone costs in FID, a floor for the whole model."""
-    from latentdiff.metrics.evaluate import fid_kid_from_features
+    from latentdiff.metrics.fid_kid import fid_kid_from_features
     from latentdiff.metrics.inception import InceptionFeatures
 
     extractor = extractor or InceptionFeatures()
@@ -129,7 +129,7 @@ def evaluate_generation(
     A class-conditional model is sampled with balanced labels (image i gets class i mod C); the protocol,
     both sample counts and the sampler settings are part of the result.
     """
-    from latentdiff.metrics.evaluate import fid_kid_from_features
+    from latentdiff.metrics.fid_kid import fid_kid_from_features
     from latentdiff.metrics.inception import InceptionFeatures
 
     extractor = extractor or InceptionFeatures()
