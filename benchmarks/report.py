@@ -180,6 +180,36 @@ def pixel_vs_latent_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def backbones_section(r: dict | None) -> list[str]:
+    out = ["## Backbones and preconditioning: U-Net vs DiT, VP-ε vs EDM (`benchmarks/backbones.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    p = r["protocol"]
+    out += [
+        f"Fashion-MNIST, {p['autoencoder']}; each model trains for {p['budget_minutes']:.0f} minutes of wall "
+        f"clock in {p['train_precision']} (class-conditional, 10 % label dropout), then samples with "
+        f"{p['sampler']} {p['steps']} steps, guidance {p['guidance']} (balanced classes), in "
+        f"{p['sample_precision']}. FID and KID of {p['fid_num_samples']} samples against "
+        f"{p['fid_reference']}; real-vs-real floor ({p['fid_num_samples']} train vs {p['fid_num_samples']} "
+        f"test images): **{r['fid_floor']:.2f}**.",
+        "",
+        "| model | backbone | params | preconditioning | noise levels | weighting | lr | steps | train img/s "
+        "| sample ms/img (incl. decode) | FID | KID ×1000 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in r["models"].items():
+        out.append(
+            f"| {name} | {m['backbone']} | {m['parameters'] / 1e6:.2f} M | {m['prediction']} | "
+            f"{m['noise_sampling']} | {m['loss_weighting']} | {m['lr']:g} | {m['train_steps']} | "
+            f"{m['train_images_per_s']:.0f} | {m['sample_ms_per_image']:.1f} | {m['fid']:.2f} | "
+            f"{m['kid_mean'] * 1000:.2f} |"
+        )
+    out.append("")
+    out += [f"![{name}: 8 samples per class]({FIG}/{m['samples']})" for name, m in r["models"].items()]
+    out += reading_lines("backbones")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
 def samplers_section(r: dict | None) -> list[str]:
     out = ["## Samplers: FID against network evaluations (`benchmarks/samplers.py`)", ""]
     if not r:
@@ -222,6 +252,7 @@ def build() -> Path:
         *autoencoder_section(load("autoencoder")),
         *unet_section(load("unet_throughput")),
         *pixel_vs_latent_section(load("pixel_vs_latent")),
+        *backbones_section(load("backbones")),
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
     ]

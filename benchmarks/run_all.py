@@ -27,6 +27,7 @@ def main() -> None:
         ["autoencoder.py", "--minutes", minutes],
         ["pixel_vs_latent.py", "--minutes", minutes, "--ae-minutes", minutes],
         ["samplers.py"],
+        ["backbones.py", "--minutes", str(max(args.minutes / 2, 10.0))],
     ]
     for script, *rest in steps:
         print(f"== {script}", flush=True)

@@ -205,6 +205,30 @@ def load_model_folder(
     return config, load_tensors(path / (EMA_FILE if weights == "ema" else MODEL_FILE))
 
 
+def load_tagged_model_folder(
+    path: str | Path, fmt: str, version: int, weights: str = "auto"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`load_model_folder` for a folder whose config.json carries `format`/`version` tags (and a backbone's
+    `backbone` name): checks them and returns the configuration without them."""
+    config, state = load_model_folder(path, weights)
+    found, found_version = config.pop("format", None), config.pop("version", None)
+    config.pop("backbone", None)
+    if found != fmt:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: format is {found!r}, expected {fmt!r}")
+    if found_version != version:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: unsupported {fmt} version {found_version!r}")
+    return config, state
+
+
+def save_diffusers_folder(config: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """A diffusers model folder (`config.json` + `diffusion_pytorch_model.safetensors`), atomically."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_json(config, tmp / "config.json")
+        save_tensors(state, tmp / DIFFUSERS_WEIGHTS, metadata={"format": "pt"})
+    return path
+
+
 # ------------------------------------------------------------------------------ nested state (optimizer, RNG)
 
 

@@ -22,13 +22,10 @@ from typing import Any
 import torch
 
 from latentdiff.io.checkpoint import (
-    DIFFUSERS_WEIGHTS,
-    atomic_dir,
     diffusers_weights_file,
     load_tensors,
     read_json,
-    save_tensors,
-    write_json,
+    save_diffusers_folder,
 )
 from latentdiff.nets.dit import EPS, DiT, DiTConfig
 from latentdiff.nets.unet import load_weights
@@ -212,12 +209,7 @@ def _state_from_diffusers(
 
 def save_diffusers_dit(model: DiT, path: str | Path) -> Path:
     """Write a folder that `diffusers.DiTTransformer2DModel.from_pretrained(path)` loads (atomically)."""
-    config, state = dit_to_diffusers(model)
-    path = Path(path)
-    with atomic_dir(path) as tmp:
-        write_json(config, tmp / "config.json")
-        save_tensors(state, tmp / DIFFUSERS_WEIGHTS, metadata={"format": "pt"})
-    return path
+    return save_diffusers_folder(*dit_to_diffusers(model), path)
 
 
 def load_diffusers_dit(path: str | Path) -> DiT:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from latentdiff.config import from_dict, to_dict
-from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder
+from latentdiff.io.checkpoint import CheckpointError, load_tagged_model_folder, save_model_folder
 from latentdiff.nets import conditioning
 from latentdiff.nets.blocks import (
     Downsample,
@@ -331,13 +331,7 @@ class UNet(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, weights: str = "auto") -> UNet:
         """Load a folder written by `save_pretrained` (EMA weights when present with "auto"); eval mode."""
-        config, state = load_model_folder(path, weights)
-        fmt, version = config.pop("format", None), config.pop("version", None)
-        config.pop("backbone", None)
-        if fmt != FORMAT:
-            raise CheckpointError(f"{Path(path) / 'config.json'}: format is {fmt!r}, expected {FORMAT!r}")
-        if version != VERSION:
-            raise CheckpointError(f"{Path(path) / 'config.json'}: unsupported {FORMAT} version {version!r}")
+        config, state = load_tagged_model_folder(path, FORMAT, VERSION, weights)
         model = cls(from_dict(UNetConfig, config))
         load_weights(model, state, str(path))
         return model.eval()

@@ -15,13 +15,10 @@ from typing import Any
 import torch
 
 from latentdiff.io.checkpoint import (
-    DIFFUSERS_WEIGHTS,
-    atomic_dir,
     diffusers_weights_file,
     load_tensors,
     read_json,
-    save_tensors,
-    write_json,
+    save_diffusers_folder,
 )
 from latentdiff.nets.unet import UNet, UNetConfig, load_weights
 
@@ -77,7 +74,7 @@ _FIXED: dict[str, tuple[Any, ...]] = {
 
 
 class DiffusersFormatError(ValueError):
-    """A diffusers configuration or folder cannot be expressed by (or written from) our U-Net."""
+    """A diffusers configuration or folder cannot be expressed by (or written from) our backbones."""
 
 
 def _attention_head_dim(cfg: UNetConfig) -> int | None:
@@ -227,12 +224,7 @@ def unet_to_diffusers(unet: UNet) -> tuple[dict[str, Any], dict[str, torch.Tenso
 
 def save_diffusers_unet(unet: UNet, path: str | Path) -> Path:
     """Write a folder that `diffusers.UNet2DModel.from_pretrained(path)` loads (atomically)."""
-    config, state = unet_to_diffusers(unet)
-    path = Path(path)
-    with atomic_dir(path) as tmp:
-        write_json(config, tmp / "config.json")
-        save_tensors(state, tmp / DIFFUSERS_WEIGHTS, metadata={"format": "pt"})
-    return path
+    return save_diffusers_folder(*unet_to_diffusers(unet), path)
 
 
 def load_diffusers_unet(path: str | Path) -> UNet:
