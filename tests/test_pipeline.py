@@ -174,3 +174,35 @@ def test_missing_run_folder(tmp_path):
     (tmp_path / "autoencoder").mkdir()
     with pytest.raises(CheckpointError, match="no trained autoencoder"):
         LatentDiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_run_folders_written_before_the_backbone_contract_still_load(tiny_run, tmp_path):
+    """A run of the previous release (unet/config.json without "backbone", scheduler.json with the old
+    `timestep_sampling` key) loads and samples exactly as the same run in today's format."""
+    import json
+    import shutil
+
+    old = tmp_path / "old_run"
+    shutil.copytree(tiny_run, old, ignore=shutil.ignore_patterns("trainer_state", "latents", "logs"))
+    config = json.loads((old / "unet" / "config.json").read_text())
+    del config["backbone"]
+    (old / "unet" / "config.json").write_text(json.dumps(config))
+    scheduler = json.loads((old / "scheduler.json").read_text())
+    scheduler["timestep_sampling"] = scheduler.pop("noise_sampling")
+    for key in ("sigma_data", "noise_mean", "noise_std"):
+        scheduler.pop(key)
+    (old / "scheduler.json").write_text(json.dumps(scheduler))
+    args = dict(num_images=3, steps=4, class_labels=[1, 2, 3], guidance_scale=2.0, seed=1, output_type="pt")
+    new_pipe = LatentDiffusionPipeline.from_pretrained(tiny_run, device="cpu")
+    old_pipe = LatentDiffusionPipeline.from_pretrained(old, device="cpu")
+    assert torch.equal(old_pipe(**args), new_pipe(**args))
+
+
+def test_unseeded_generation_leaves_the_global_rng_alone(pipe):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = pipe(num_images=1, steps=2, output_type="pt")
+    b = pipe(num_images=1, steps=2, output_type="pt")
+    assert torch.equal(torch.rand(3), expected)
+    assert not torch.equal(a, b)  # a fresh seed each call
