@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,100 @@ def test_flips_follow_torch_global_rng(awkward):
     mask = torch.tensor([True, False, False, False, True])
     chosen, _ = ds.get_batch(range(5), flip=mask)
     assert torch.equal(chosen[mask], plain[mask].flip(-1)) and torch.equal(chosen[~mask], plain[~mask])
+
+
+def test_symlinked_class_folders_are_followed_like_real_ones(tmp_path):
+    """A class folder that is a symlink (and a symlinked folder deeper down) contributes its images."""
+    outside = tmp_path / "elsewhere"
+    (outside / "dogs").mkdir(parents=True)
+    (outside / "more").mkdir()
+    Image.new("L", (4, 4), 200).save(outside / "dogs" / "d.png")
+    Image.new("L", (4, 4), 150).save(outside / "more" / "m.png")
+    root = tmp_path / "classes"
+    (root / "cat").mkdir(parents=True)
+    Image.new("L", (4, 4), 100).save(root / "cat" / "c.png")
+    (root / "dog").symlink_to(outside / "dogs", target_is_directory=True)
+    (root / "cat" / "extra").symlink_to(outside / "more", target_is_directory=True)
+    ds = ImageFolder(root, resolution=4, channels=1)
+    assert ds.class_names == ["cat", "dog"]
+    rel = [p.relative_to(root).as_posix() for p in ds.files]
+    assert rel == ["cat/c.png", "cat/extra/m.png", "dog/d.png"]
+    values = [int(round((float(ds[i][0][0, 0, 0]) + 1) * 127.5)) for i in range(len(ds))]
+    assert values == [100, 150, 200] and ds.labels.tolist() == [0, 0, 1]
+
+
+def test_symlink_loops_are_reported_and_not_followed(tmp_path, caplog):
+    root = tmp_path / "classes"
+    (root / "cat").mkdir(parents=True)
+    Image.new("L", (4, 4), 100).save(root / "cat" / "c.png")
+    (root / "cat" / "back").symlink_to(root, target_is_directory=True)  # cat/back/cat/back/... forever
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)  # a first-level "class" holding root
+    # a loop through two links that point at each other's folders
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "to_b").symlink_to(tmp_path / "b", target_is_directory=True)
+    (tmp_path / "b" / "to_a").symlink_to(tmp_path / "a", target_is_directory=True)
+    Image.new("L", (4, 4), 50).save(tmp_path / "a" / "a.png")
+    (root / "ab").symlink_to(tmp_path / "a", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ds = ImageFolder(root, resolution=4, channels=1)
+    assert [p.relative_to(root).as_posix() for p in ds.files] == ["ab/a.png", "cat/c.png"]
+    assert ds.class_names == ["ab", "cat"]  # "up" leads back above the root: not a class
+    reports = [r.getMessage() for r in caplog.records if "loop back" in r.getMessage()]
+    assert len(reports) == 1, caplog.text
+    for link in ("cat/back", "up", "ab/to_b/to_a"):
+        assert str(root / link) in reports[0], link
+
+
+def _blank_png(path: Path, width: int, height: int) -> None:
+    """A valid greyscale PNG of width × height black pixels, written without holding it in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    path.write_bytes(signature + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, caplog, monkeypatch):
+    """A 12,000² px image (144 MP, 1.4 GB decoded as RGB float) is skipped with its size and the limit
+    named, and never decoded; the limit is configurable."""
+    from latentdiff.data.image_folder import MAX_PIXELS_ENV, ImageTooLarge, load_image_file
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    _blank_png(root / "huge.png", 12_000, 12_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(root / "huge.png") as check:
+            assert check.size == (12_000, 12_000)
+    Image.new("L", (16, 16), 77).save(root / "small.png")
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real_load(self))
+    with caplog.at_level(logging.WARNING, logger=LOGGER), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning from Pillow either
+        ds = ImageFolder(root, resolution=8, channels=1)
+    assert [p.name for p in ds.files] == ["small.png"] and [p.name for p in ds.too_large] == ["huge.png"]
+    assert (12_000, 12_000) not in decoded
+    message = caplog.text
+    assert str(root / "huge.png") in message and "12000×12000 px" in message and "50 MP" in message
+    assert MAX_PIXELS_ENV in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageTooLarge, match=r"huge\.png: 12000×12000 px \(144\.0 MP\) is over the limit"):
+            load_image_file(root / "huge.png", 1, 8)
+    # the limit is a setting: 100 px refuses the 16×16 image too, by parameter or environment
+    with pytest.raises(ValueError, match=r"no readable image.*2 file\(s\) over the 0\.0001 MP limit"):
+        ImageFolder(root, resolution=8, channels=1, max_pixels=100)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "256")
+    assert [p.name for p in ImageFolder(root, resolution=8, channels=1).files] == ["small.png"]
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ValueError, match=f"{MAX_PIXELS_ENV}='lots' must be a positive whole number"):
+        ImageFolder(root, resolution=8, channels=1)

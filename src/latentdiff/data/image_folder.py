@@ -9,6 +9,8 @@ applied, so photos come out upright. Pixel conversion: `latentdiff.data.image_co
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -24,21 +26,88 @@ from latentdiff.data.image_convert import IMAGE_EXTENSIONS, image_to_array, to_c
 log = logging.getLogger(__name__)
 
 SHOWN_SKIPPED = 10
+MAX_PIXELS_ENV = "LATENTDIFF_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose header gives more pixels than the limit; it is refused without decoding it."""
+
+    def __init__(self, message: str, size: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def _shown(items: Sequence[object]) -> str:
+    """The first `SHOWN_SKIPPED` items, comma-separated, and how many more."""
+    more = f" and {len(items) - SHOWN_SKIPPED} more" if len(items) > SHOWN_SKIPPED else ""
+    return ", ".join(str(item) for item in items[:SHOWN_SKIPPED]) + more
+
+
+def max_image_pixels() -> int:
+    """The most pixels (width × height) an image file may have: `$LATENTDIFF_MAX_IMAGE_PIXELS`, else 50 MP.
+
+    Pillow's own decompression-bomb limit (2 × `PIL.Image.MAX_IMAGE_PIXELS`, about 179 MP) still applies
+    above that.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value >= 1 and value.is_integer()):
+        raise ValueError(
+            f"{MAX_PIXELS_ENV}={raw!r} must be a positive whole number of pixels "
+            f"(default {DEFAULT_MAX_PIXELS})"
+        )
+    return int(value)
 
 
 def find_images(root: Path) -> list[Path]:
     """Image files under `root` (by extension, case-insensitive), hidden ones excluded, in a sorted order
-    that does not depend on the platform."""
-    found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).parts
-        if (
-            path.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(p.startswith(".") for p in rel)
-            and path.is_file()
-        ):
-            found.append(path)
+    that does not depend on the platform.
+
+    Symlinked files and folders are followed. A symlinked folder that leads back to a folder already on
+    the way down (a loop: it points at `root`, one of its parents or a folder being walked) is not
+    entered, and each such link is reported once in a warning.
+    """
+    found: list[Path] = []
+    loops: list[tuple[Path, str]] = []
+    # (folder, real paths of the folders walked to reach it, itself included)
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, (os.path.realpath(root),))]
+    while stack:
+        folder, chain = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            log.warning("%s: cannot list this folder (%s); its images are left out", folder, e)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; a dangling link is neither dir nor file
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # e.g. a link chain too long to resolve (ELOOP)
+                loops.append((path, "unresolvable"))
+                continue
+            if is_dir:
+                real = os.path.realpath(path) if entry.is_symlink() else os.path.join(chain[-1], entry.name)
+                if any(Path(seen).is_relative_to(real) for seen in chain):
+                    loops.append((path, real))
+                    continue
+                stack.append((path, (*chain, real)))
+            elif is_file and path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(path)
+    if loops:
+        log.warning(
+            "%s: not following %d symlinked folder(s) that loop back to a folder already being read: %s",
+            root, len(loops), _shown([f"{link} -> {target}" for link, target in loops]),
+        )  # fmt: skip
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
@@ -46,7 +115,8 @@ def folder_labels(
     root: Path, files: Sequence[Path], labels: bool | Literal["auto"]
 ) -> tuple[list[str], np.ndarray]:
     """(class names, label per file): classes are the sorted names of the first-level sub-folders (empty
-    ones too, so that an exported split where some class has no image keeps the numbering)."""
+    ones too, so that an exported split where some class has no image keeps the numbering; symlinked ones
+    too, except a link that loops back to `root` or above it)."""
     top = [p.relative_to(root).parts for p in files]
     in_subfolder = [len(parts) > 1 for parts in top]
     if labels == "auto":
@@ -61,14 +131,34 @@ def folder_labels(
         raise ValueError(f"labels must be True, False or 'auto', got {labels!r}")
     if not labels:
         return [], np.zeros(len(files), dtype=np.int64)
-    class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    real_root = Path(os.path.realpath(root))
+    class_names = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not real_root.is_relative_to(os.path.realpath(p))
+    )
     index = {name: i for i, name in enumerate(class_names)}
     return class_names, np.array([index[parts[0]] for parts in top], dtype=np.int64)
 
 
-def read_image(path: Path) -> Image.Image:
-    """Open and fully decode `path` (raises on a truncated or unreadable file), upright per EXIF."""
-    with Image.open(path) as img:
+def read_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode `path` (raises on a truncated or unreadable file), upright per EXIF.
+
+    An image with more than `max_pixels` pixels (default: `max_image_pixels()`) raises `ImageTooLarge`
+    before anything is decoded: the size comes from the file's header.
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    with warnings.catch_warnings():  # our limit below replaces Pillow's DecompressionBombWarning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        opened = Image.open(path)
+    with opened as img:
+        w, h = img.size
+        if w * h > limit:
+            raise ImageTooLarge(
+                f"{path}: {w}×{h} px ({w * h / 1e6:.1f} MP) is over the limit of {limit / 1e6:g} MP per "
+                f"image; downscale it, or raise the limit with {MAX_PIXELS_ENV}=<pixels>",
+                (w, h),
+            )
         img.load()
         return ImageOps.exif_transpose(img)
 
@@ -79,6 +169,8 @@ def load_image_file(path: str | Path, channels: int, resolution: int | None = No
     path = Path(path)
     try:
         img = read_image(path)
+    except ImageTooLarge:
+        raise
     except _UNREADABLE as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
     if resolution is None:
@@ -95,8 +187,9 @@ class ImageFolder(ImageDataset):
     `labels`: "auto" uses first-level sub-folder names as classes when every image lies in one, True
     requires it, False ignores folders; every first-level sub-folder is then a class, even an empty one.
     `cache`: keep the decoded uint8 images in memory (decode once); otherwise each access decodes its
-    file again. `limit`: keep that many files spread evenly over the sorted list. `.files` are the images
-    kept, `.skipped` the unreadable ones.
+    file again. `limit`: keep that many files spread evenly over the sorted list. `max_pixels`: images
+    larger than this (read from the header, never decoded) are skipped; default `max_image_pixels()`.
+    `.files` are the images kept, `.skipped` the unreadable and the too large ones (`.too_large`).
     """
 
     def __init__(
@@ -110,7 +203,9 @@ class ImageFolder(ImageDataset):
         *,
         limit: int | None = None,
         split: str = "train",
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_image_pixels() if max_pixels is None else int(max_pixels)
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
@@ -132,38 +227,57 @@ class ImageFolder(ImageDataset):
         self.files = [files[i] for i in readable]
         self.labels = self.labels[readable]
         if not self.files:
-            skipped = f" ({len(self.skipped)} unreadable file(s) skipped)" if self.skipped else ""
+            big = len(self.too_large)
+            limit = f"over the {self.max_pixels / 1e6:g} MP limit of {MAX_PIXELS_ENV}"
+            counts = [f"{len(self.skipped) - big} unreadable file(s)"] if len(self.skipped) > big else []
+            counts += [f"{big} file(s) {limit}"] if big else []
+            skipped = f" ({' and '.join(counts)} skipped)" if counts else ""
             raise ValueError(
                 f"no readable image found in {root}{skipped}; looked for files ending in "
                 f"{', '.join(IMAGE_EXTENSIONS)} (any case, in sub-folders too)"
             )
 
     def _scan(self, files: list[Path], cache: bool) -> tuple[list[int], list[Path], np.ndarray | None]:
-        """Decode every file once: (positions of the readable ones, unreadable paths, pixels if cached)."""
+        """Decode every file once: (positions of the readable ones, skipped paths, pixels if cached)."""
         shape = (self.channels, self.resolution, self.resolution)
         images = np.empty((len(files), *shape), dtype=np.uint8) if cache else None
-        readable, skipped = [], []
+        readable: list[int] = []
+        unreadable: list[Path] = []
+        too_large: list[str] = []  # "path (W×H px)"
+        skipped: list[Path] = []
+        self.too_large: list[Path] = []
         for i, path in enumerate(
             tqdm(files, desc=f"reading {self.root.name}", unit="img", disable=None, leave=False)
         ):
             try:
-                pixels = image_to_array(read_image(path), self.resolution, self.channels)
+                pixels = image_to_array(read_image(path, self.max_pixels), self.resolution, self.channels)
+            except ImageTooLarge as e:
+                log.debug("skipping %s", e)
+                too_large.append(f"{path} ({e.size[0]}×{e.size[1]} px)")
+                self.too_large.append(path)
+                skipped.append(path)
+                continue
             except _UNREADABLE as e:
                 log.debug("skipping %s: %s", path, e)
+                unreadable.append(path)
                 skipped.append(path)
                 continue
             if images is not None:
                 images[len(readable)] = pixels
             readable.append(i)
-        if skipped:
-            shown = ", ".join(str(p) for p in skipped[:SHOWN_SKIPPED])
-            more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+        if unreadable:
             log.warning(
-                "%s: skipped %d unreadable image file(s) (truncated, empty or not an image): %s%s",
-                self.root, len(skipped), shown, more,
+                "%s: skipped %d unreadable image file(s) (truncated, empty or not an image): %s",
+                self.root, len(unreadable), _shown(unreadable),
+            )  # fmt: skip
+        if too_large:
+            log.warning(
+                "%s: skipped %d image file(s) over the limit of %g MP per image, without decoding them "
+                "(downscale them, or raise the limit with %s=<pixels>): %s",
+                self.root, len(too_large), self.max_pixels / 1e6, MAX_PIXELS_ENV, _shown(too_large),
             )  # fmt: skip
         if images is not None and skipped:
-            images = images[: len(readable)].copy()  # release the rows reserved for unreadable files
+            images = images[: len(readable)].copy()  # release the rows reserved for skipped files
         return readable, skipped, images
 
     def uint8_batch(self, indices: np.ndarray) -> np.ndarray:
