@@ -153,7 +153,7 @@ class Trainer:
                 "Resume with the configuration the run was started with (see config.yaml in the run folder)."
             ) from e
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            ckpt.load_optimizer_state(opt, state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         if self.scaler.is_enabled() and state["scaler"]:

@@ -106,6 +106,23 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, t
     return state, extra
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)` with every per-parameter tensor (AdamW's moments) laid out in
+    memory like its parameter.
+
+    Saved tensors come back contiguous, while a convolution's weight is often channels-last; the fused
+    AdamW kernels walk parameter, gradient and moments as flat storage, so a moment in another layout
+    than its parameter would update each element with another element's moment.
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for key, value in slots.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def prune_checkpoints(root: Path, keep_last: int) -> None:
     for _, path in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)
