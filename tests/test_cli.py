@@ -568,3 +568,73 @@ def test_settings_of_the_backbone_not_chosen_are_refused(capsys, tiny_run, tmp_p
     )
     assert code != 0 and "settings under 'dit.' apply to backbone=dit, but backbone=unet" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "{run}", "--class", "3", "--guidance", "nan"], r"--guidance must be a finite.* got nan$"),
+        (["sample", "{run}", "--class", "3", "--guidance", "inf"], r"--guidance must be a finite.* got inf$"),
+        (
+            ["sample", "{run}", "--class", "3", "--guidance", "-2"],
+            r"--guidance must be a finite number >= 0 .* got -2\.0; to steer away from a class, pass it as "
+            r"--negative-class$",
+        ),
+        (
+            ["img2img", "{run}", "--input", "{tmp}/in.png", "--class", "3", "--guidance", "nan"],
+            r"--guidance must be a finite",
+        ),
+        (["interpolate", "{run}", "--seed-a", "1", "--seed-b", "2", "--guidance", "nan"], r"--guidance must"),
+        (["sample", "{run}", "--batch-size", "0"], r"--batch-size must be at least 1, got 0$"),
+        (["sample", "{run}", "--batch-size", "-3"], r"--batch-size must be at least 1, got -3$"),
+        (["sample", "{run}", "--num-images", "0"], r"--num-images must be at least 1, got 0$"),
+    ],
+    ids=["nan", "inf", "negative", "img2img-nan", "interpolate-nan", "batch-0", "batch-neg", "images-0"],
+)
+def test_bad_generation_arguments_name_the_flag_and_write_nothing(capsys, tiny_run, tmp_path, argv, message):
+    """`--guidance nan` used to exit 0 with black images; `--batch-size 0/-3` gave Python's internals."""
+    import re
+
+    Image.new("L", (8, 8), 0).save(tmp_path / "in.png")
+    argv = [a.format(tmp=tmp_path, run=tiny_run) for a in argv]
+    code, out, err = run(capsys, *argv, "--steps", "2", "--out", str(tmp_path / "o"))
+    lines = [line for line in err.strip().splitlines() if line.startswith("latentdiff")]
+    assert code == 1 and len(lines) == 1, err
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_refuses_nan_guidance_before_sampling(capsys, tiny_run):
+    code, _, err = run(capsys, "eval", str(tiny_run), "--num-samples", "4", "--guidance", "nan")
+    expected = "latentdiff eval: error: --guidance must be a finite number >= 0 (1 = no guidance, > 1 = "
+    assert code == 1 and err.strip() == expected + "stronger), got nan", err
+
+
+def test_sample_writes_each_batch_as_it_is_made_so_ctrl_c_keeps_them(capsys, tiny_run, tmp_path, monkeypatch):
+    """An interrupted `sample` keeps every finished image, identical to an uninterrupted run's."""
+    import numpy as np
+
+    from latentdiff.pipeline import LatentDiffusionPipeline
+
+    common = ["--num-images", "5", "--batch-size", "2", "--steps", "2", "--class", "3", "--guidance", "2"]
+    code, out, err = run(capsys, "sample", str(tiny_run), *common, "--out", str(tmp_path / "full"))
+    assert code == 0 and "5 images in" in out, err
+    real_decode = LatentDiffusionPipeline.decode
+    on_disk_at_third_batch = []
+
+    def decode(self, z):
+        calls = len(on_disk_at_third_batch)
+        if calls == 2:  # Ctrl-C while the third batch is being made
+            raise KeyboardInterrupt
+        on_disk_at_third_batch.append(sorted(p.name for p in (tmp_path / "cut").glob("*")))
+        return real_decode(self, z)
+
+    monkeypatch.setattr(LatentDiffusionPipeline, "decode", decode)
+    code, out, err = run(capsys, "sample", str(tiny_run), *common, "--out", str(tmp_path / "cut"))
+    assert code == 130 and "4 of 5 images were written to" in err, err
+    assert on_disk_at_third_batch[1] == ["sample_0000.png", "sample_0001.png"]  # batch 1 written before 2
+    kept = sorted(p.name for p in (tmp_path / "cut").iterdir())
+    assert kept == [f"sample_{i:04d}.png" for i in range(4)]  # whole PNGs only, no temporary files
+    for name in kept:
+        with Image.open(tmp_path / "cut" / name) as a, Image.open(tmp_path / "full" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name

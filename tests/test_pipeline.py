@@ -206,3 +206,48 @@ def test_unseeded_generation_leaves_the_global_rng_alone(pipe):
     b = pipe(num_images=1, steps=2, output_type="pt")
     assert torch.equal(torch.rand(3), expected)
     assert not torch.equal(a, b)  # a fresh seed each call
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -1.0])
+def test_non_finite_or_negative_guidance_is_refused_everywhere(pipe, digits, scale):
+    """NaN guidance used to give all-black images without a word, a negative one was taken silently."""
+    from latentdiff.diffusion.guidance import Denoiser
+
+    images, _ = digits
+    mask = torch.zeros(8, 8)
+    calls = {
+        "__call__": lambda: pipe(num_images=1, steps=2, class_labels=3, guidance_scale=scale),
+        "img2img": lambda: pipe.img2img(images[:1], steps=2, class_labels=3, guidance_scale=scale),
+        "inpaint": lambda: pipe.inpaint(images[:1], mask, steps=2, class_labels=3, guidance_scale=scale),
+        "interpolate": lambda: pipe.interpolate(1, 2, n=2, steps=2, class_labels=3, guidance_scale=scale),
+        "trajectory": lambda: pipe.denoising_trajectory(steps=2, class_labels=3, guidance_scale=scale),
+    }
+    expected = r"guidance_scale must be a finite number >= 0 \(1 = no guidance, > 1 = stronger\), got "
+    if scale < 0:
+        expected += r"-1\.0; to steer away from a class, pass it as negative_class_labels"
+    for call in calls.values():
+        with pytest.raises(ValueError, match=expected):
+            call()
+    cond = {"class": torch.tensor([3])}
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+        Denoiser(pipe.backbone, pipe.schedule, "eps", cond, pipe.backbone.null_cond(cond), scale)
+
+
+def test_guidance_zero_and_between_zero_and_one_are_accepted(pipe):
+    for scale in (0.0, 0.5):
+        out = pipe(num_images=1, steps=2, class_labels=3, guidance_scale=scale, seed=0, output_type="pt")
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5])
+def test_bad_batch_size_is_named(pipe, batch_size):
+    message = rf"batch_size must be a whole number of images >= 1, got {batch_size}$"
+    with pytest.raises(ValueError, match=message):
+        pipe(num_images=2, steps=2, batch_size=batch_size)
+
+
+def test_generate_batches_yields_what_call_returns_one_batch_at_a_time(pipe):
+    args = dict(num_images=5, steps=3, seed=4, class_labels=[1, 2, 3, 4, 5], guidance_scale=2.0)
+    batches = list(pipe.generate_batches(batch_size=2, **args))
+    assert [len(b) for b in batches] == [2, 2, 1] and all(b.device.type == "cpu" for b in batches)
+    assert torch.equal(torch.cat(batches), pipe(batch_size=2, output_type="pt", **args))

@@ -9,7 +9,8 @@ interpolation (spherical interpolation of the initial noise) and the denoising t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.config import from_dict
 from latentdiff.diffusion.config import DiffusionConfig, upgrade_diffusion_dict
-from latentdiff.diffusion.guidance import Denoiser
+from latentdiff.diffusion.guidance import Denoiser, check_guidance_scale
 from latentdiff.diffusion.preconditioning import Preconditioning
 from latentdiff.diffusion.samplers import get_sampler, sampler_timesteps
 from latentdiff.diffusion.schedule import make_schedule
@@ -188,6 +189,7 @@ class LatentDiffusionPipeline:
     ) -> torch.Tensor:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        guidance_scale = check_guidance_scale(guidance_scale, negative="negative_class_labels")
         cond, uncond = conds
         if guidance_scale != 1.0 and not cond:
             raise ValueError(
@@ -234,17 +236,46 @@ class LatentDiffusionPipeline:
         **sampler_opts: Any,
     ) -> Any:
         """Sample `num_images` images. The initial noise of image i does not depend on `batch_size`."""
+        images = list(
+            self.generate_batches(
+                num_images, steps, sampler, guidance_scale, class_labels, negative_class_labels, seed,
+                generator, batch_size, **sampler_opts,
+            )
+        )  # fmt: skip
+        return self._output(torch.cat(images), output_type)
+
+    @torch.no_grad()
+    def generate_batches(
+        self,
+        num_images: int = 8,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        guidance_scale: float = 1.0,
+        class_labels: Labels = None,
+        negative_class_labels: Labels = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        **sampler_opts: Any,
+    ) -> Iterator[torch.Tensor]:
+        """What `__call__` makes, one batch of `batch_size` images (float NCHW in [-1, 1], on the CPU) at a
+        time as each is decoded, so that a caller can keep what was made before an interruption. Every
+        argument is checked before the first batch is sampled."""
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number of images >= 1, got {batch_size!r}")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        check_guidance_scale(guidance_scale, negative="negative_class_labels")
         g = self._generator(seed, generator)
         conds = self.conditions(class_labels, negative_class_labels, num_images)
-        x_T = self.noise(num_images, g)
-        out = []
+        x_T = torch.randn((num_images, *self.latent_shape), generator=g)  # = self.noise, kept on the CPU
         batches = range(0, num_images, batch_size)
         for i in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress or len(batches) < 2):
             sl = slice(i, i + batch_size)
             z0 = self._denoise(
-                x_T[sl],
+                x_T[sl].to(self.device),
                 steps,
                 sampler,
                 guidance_scale,
@@ -252,8 +283,7 @@ class LatentDiffusionPipeline:
                 g,
                 **sampler_opts,
             )
-            out.append(self.decode(z0))
-        return self._output(torch.cat(out), output_type)
+            yield self.decode(z0).cpu()
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, output_type: OutputType = "pt") -> Any:

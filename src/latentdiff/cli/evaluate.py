@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--split", default="test", help="split of the run's dataset used as reference")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="dpmpp_2m")
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=1.0, help="guidance scale, finite and >= 0 (1 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
@@ -48,12 +48,14 @@ def run_dataset(run: Path, split: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> str:
+    from latentdiff.diffusion.guidance import check_guidance_scale
     from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation
     from latentdiff.io.checkpoint import write_json
     from latentdiff.pipeline import LatentDiffusionPipeline
 
     if args.num_samples < 2:
         raise ValueError(f"--num-samples must be at least 2 for FID, got {args.num_samples}")
+    check_guidance_scale(args.guidance, "--guidance", negative=None)
     pipe = LatentDiffusionPipeline.from_pretrained(args.run, device=args.device)
     data = run_dataset(args.run, args.split)
     generation = evaluate_generation(

@@ -16,11 +16,20 @@ EXAMPLES = {
 }
 
 
+GRID_IMAGES = 64  # sample: the images shown in grid.png (all of them up to this many)
+
+
 def _sampling_flags(p: argparse.ArgumentParser, steps: int = 20, sampler: str = "dpmpp_2m") -> None:
     p.add_argument("run", type=Path, help="run folder holding autoencoder/ and a backbone (unet/ or dit/)")
     p.add_argument("--steps", type=int, default=steps, help="sampler steps (network evaluations for most)")
     p.add_argument("--sampler", default=sampler, help="ddpm | ddim | dpmpp_2m | euler | heun")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale, finite and >= 0 (1 = off, 0 = unconditional); to steer away "
+        "from a class use --negative-class, not a negative scale",
+    )
     p.add_argument(
         "--class",
         dest="class_label",
@@ -46,8 +55,8 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
 
     p = parser("sample", "generate images: noise z_T → reverse diffusion in latent space → decoder")
     _sampling_flags(p)
-    p.add_argument("--num-images", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-images", type=int, default=16, help="written to OUT as they are made")
+    p.add_argument("--batch-size", type=int, default=64, help="images sampled (and written) together")
     p.set_defaults(func=cmd_sample)
 
     p = parser("img2img", "edit images: encode, noise to a strength, denoise (SDEdit in latent space)")
@@ -75,11 +84,18 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.set_defaults(func=cmd_export_diffusers)
 
 
+def _at_least_one(flag: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
 def _pipeline(args: argparse.Namespace):
+    """The run's pipeline, once every sampling flag has been checked (before anything is loaded)."""
+    from latentdiff.diffusion.guidance import check_guidance_scale
     from latentdiff.pipeline import LatentDiffusionPipeline
 
-    if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    _at_least_one("--steps", args.steps)
+    check_guidance_scale(args.guidance, "--guidance", negative="--negative-class")
     return LatentDiffusionPipeline.from_pretrained(args.run, device=args.device)
 
 
@@ -107,9 +123,27 @@ def _write(out: Path, images: torch.Tensor, names: list[str], nrow: int | None =
     return f"{len(images)} images in {out}/ (grid: {grid})"
 
 
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    """Write one image so that an interruption leaves either the whole PNG or none."""
+    from latentdiff.io.images import to_pil
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        to_pil(image).save(tmp, format="PNG")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_sample(args: argparse.Namespace) -> str:
+    """Each batch is written as soon as it is decoded: Ctrl-C keeps every image finished so far, and
+    only the first `GRID_IMAGES` are held in memory (for grid.png)."""
+    from latentdiff.io.images import save_grid
+
+    _at_least_one("--num-images", args.num_images)
+    _at_least_one("--batch-size", args.batch_size)
     pipe = _pipeline(args)
-    images = pipe(
+    batches = pipe.generate_batches(
         num_images=args.num_images,
         steps=args.steps,
         sampler=args.sampler,
@@ -117,10 +151,25 @@ def cmd_sample(args: argparse.Namespace) -> str:
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
         seed=args.seed,
-        output_type="pt",
         batch_size=args.batch_size,
     )
-    return _write(args.out, images, [f"sample_{i:04d}" for i in range(len(images))])
+    digits = max(4, len(str(args.num_images - 1)))
+    written, shown = 0, []
+    try:
+        for batch in batches:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for image in batch:
+                _save_png(image, args.out / f"sample_{written:0{digits}d}.png")
+                written += 1
+            shown.append(batch[: max(0, GRID_IMAGES - sum(len(b) for b in shown))])
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"{written} of {args.num_images} images were written to {args.out}/ before the interruption"
+        ) from None
+    grid_images = torch.cat(shown)
+    grid = save_grid(args.out / "grid.png", grid_images, upscale=max(1, 128 // grid_images.shape[-1]))
+    first = f"the first {len(grid_images)}" if len(grid_images) < written else "all"
+    return f"{written} images in {args.out}/ (grid of {first}: {grid})"
 
 
 def cmd_img2img(args: argparse.Namespace) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -16,6 +17,29 @@ log = logging.getLogger(__name__)
 
 Condition = Mapping[str, Tensor]
 Model = Callable[[Tensor, Tensor, Condition | None], Tensor]
+
+
+def check_guidance_scale(
+    scale: float, name: str = "guidance_scale", negative: str | None = "negative conditioning"
+) -> float:
+    """`scale` as a float, or a ValueError naming `name` (a function argument, a flag or a config key)
+    and, for a negative scale, `negative` (what steers away from a condition instead).
+
+    w must be finite and ≥ 0: 1 is the conditional model, 0 the unconditional (null or negative) one, in
+    between a mix and above 1 guidance. A negative w is refused: it extrapolates past the unconditional
+    model away from the condition, outputs no training ever shaped; steering away from something is what
+    the negative conditioning (a negative class) is for. A NaN or infinite w would turn every image into NaN.
+    """
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {scale!r}") from None
+    if not math.isfinite(value) or value < 0:
+        hint = f"; to steer away from a class, pass it as {negative}" if value < 0 and negative else ""
+        raise ValueError(
+            f"{name} must be a finite number >= 0 (1 = no guidance, > 1 = stronger), got {scale}{hint}"
+        )
+    return value
 
 
 def _stack(a: Condition, b: Condition, device: torch.device) -> dict[str, Tensor]:
@@ -46,6 +70,7 @@ class Denoiser:
         clip_x0: tuple[float, float] | None = None,
     ) -> None:
         precond = Preconditioning(precond) if isinstance(precond, str) else precond
+        guidance_scale = check_guidance_scale(guidance_scale)
         if guidance_scale != 1.0 and (not cond or uncond is None):
             raise ValueError(
                 f"guidance_scale={guidance_scale} needs a conditioning and an unconditional (null or "

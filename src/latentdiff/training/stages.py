@@ -8,6 +8,7 @@ from typing import Literal
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.autoencoder.losses import AutoencoderLossConfig
 from latentdiff.diffusion.config import DiffusionConfig
+from latentdiff.diffusion.guidance import check_guidance_scale
 from latentdiff.nets.dit import DiTConfig
 from latentdiff.nets.unet import UNetConfig
 from latentdiff.training.config import TrainConfig
@@ -92,6 +93,7 @@ class DiffusionStage:
     sample_guidance: float = 2.0
 
     def __post_init__(self) -> None:
+        check_guidance_scale(self.sample_guidance, "sample_guidance", negative=None)
         for key, rate in self.cond_dropout.items():
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"cond_dropout.{key} must be in [0, 1), got {rate}")
