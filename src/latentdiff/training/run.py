@@ -3,8 +3,10 @@ post-processing (latent statistics for Stage 1, the latent cache for Stage 2).""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from latentdiff.diffusion.schedule import make_schedule
 from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder, write_json
 from latentdiff.nets.backbones import BACKBONES, build_backbone, find_backbone_folder
 from latentdiff.training.autoencoder_task import AutoencoderTask
+from latentdiff.training.batching import mix_seed
 from latentdiff.training.diffusion_task import DiffusionTask
 from latentdiff.training.distributed import barrier, init_distributed
 from latentdiff.training.loop import Trainer
@@ -30,6 +33,20 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_FILE = "scheduler.json"
 CLASSES_FILE = "classes.json"
+
+
+# the stream each stage's initial weights are drawn from: `mix_seed(train.seed, stream)`
+_INIT_STREAM = {"autoencoder": 1001, "backbone": 1002, "discriminator": 1003}
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, module: str) -> Iterator[None]:
+    """Draw initial weights built inside from the CPU generator seeded by (`seed`, `module`), then give the
+    caller's global RNG back as it was: the same `--seed` gives the same initial weights, and building a
+    model does not change the random numbers the caller draws afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(seed, _INIT_STREAM[module]))
+        yield
 
 
 def record_config(run_dir: Path, section: str, cfg: Any) -> None:
@@ -104,14 +121,17 @@ def train_autoencoder(
     stage = dataclasses.replace(stage, model=dataclasses.replace(stage.model, **fill))
     record_config(run_dir, "autoencoder_stage", stage)
     folder = run_dir / "autoencoder"
-    model = Autoencoder(stage.model)
+    with seeded_init(stage.train.seed, "autoencoder"):
+        model = Autoencoder(stage.model)
     if stage.model.kind == "identity":
         if dist.is_main:  # nothing to train: the pixel-space baseline only needs its statistics
             model.save_pretrained(folder)
             finalize_autoencoder(folder, data, stage, dist.device)
         barrier()
         return folder
-    task = AutoencoderTask(model, stage.loss, data, held_out_data(stage.data, data))
+    eval_data = held_out_data(stage.data, data)
+    with seeded_init(stage.train.seed, "discriminator"):
+        task = AutoencoderTask(model, stage.loss, data, eval_data)
     Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
     if dist.is_main:
         finalize_autoencoder(folder, data, stage, dist.device)
@@ -212,7 +232,8 @@ def train_diffusion(
     if dist.is_main:
         write_json(to_dict(stage.diffusion), run_dir / SCHEDULER_FILE)
         write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
-    backbone = build_backbone(stage.backbone, net_cfg)
+    with seeded_init(stage.train.seed, "backbone"):
+        backbone = build_backbone(stage.backbone, net_cfg)
     task = DiffusionTask(
         backbone,
         ae,
