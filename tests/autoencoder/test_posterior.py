@@ -1,5 +1,6 @@
 """Posteriors: the KL term against its closed form and torch.distributions; reparameterised sampling."""
 
+import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -48,3 +49,12 @@ def test_deterministic_posterior_is_a_point_mass():
     assert torch.equal(post.std, torch.zeros_like(mean))
     assert torch.equal(post.kl(), torch.zeros(2))
     assert post.indices is indices
+
+
+def test_sample_with_given_noise_is_mean_plus_std_times_noise():
+    g = torch.Generator().manual_seed(1)
+    mean, logvar, noise = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(3))
+    post = DiagonalGaussian(mean, logvar)
+    torch.testing.assert_close(post.sample(noise=noise), mean + (0.5 * logvar).exp() * noise)
+    with pytest.raises(ValueError, match="shaped like the mean"):
+        post.sample(noise=noise[:1])

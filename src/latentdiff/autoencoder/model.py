@@ -226,9 +226,14 @@ class Autoencoder(nn.Module):
         return self.quantize.lookup(indices.to(self.device))
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, sample_posterior: bool = True
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_posterior: bool = True,
+        noise: torch.Tensor | None = None,
     ) -> AutoencoderOutput:
-        """Reconstruct `x`; `sample_posterior=False` decodes the posterior mean (KL only)."""
+        """Reconstruct `x`; `sample_posterior=False` decodes the posterior mean (KL only). The posterior
+        sample's ε comes from `generator`, or is `noise` (shaped like the latent) when given."""
         self._check_images(x)
         zero = torch.zeros((), device=x.device)
         if self.kind == "identity":
@@ -246,7 +251,7 @@ class Autoencoder(nn.Module):
             posterior = DeterministicPosterior(q.z_q, q.indices)
             return AutoencoderOutput(self._decode(q.z_q), posterior, q.loss, logs)
         posterior = self.encode(x)
-        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        z = posterior.sample(generator, noise) if sample_posterior else posterior.mode()
         kl = posterior.kl().mean()  # per-sample sum, averaged over the batch
         elements = x[0].numel()  # d = C·H·W: the reconstruction is a mean over these
         aux = self.config.kl_weight / elements * kl if self.config.double_z else zero

@@ -51,9 +51,18 @@ class DiagonalGaussian:
     def var(self) -> torch.Tensor:
         return torch.exp(self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised sample mean + std·ε, ε ~ N(0, I) (Kingma & Welling 2014, sec. 2.4)."""
-        return self.mean + self.std * _randn_like(self.mean, generator)
+    def sample(
+        self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reparameterised sample mean + std·ε, ε ~ N(0, I) (Kingma & Welling 2014, sec. 2.4); ε is drawn
+        from `generator`, or given as `noise` shaped like the mean (the training loop draws it per sample)."""
+        if noise is None:
+            return self.mean + self.std * _randn_like(self.mean, generator)
+        if noise.shape != self.mean.shape:
+            raise ValueError(
+                f"noise {tuple(noise.shape)} must be shaped like the mean {tuple(self.mean.shape)}"
+            )
+        return self.mean + self.std * noise.to(self.mean.device, self.mean.dtype)
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -82,7 +91,9 @@ class DeterministicPosterior:
     def logvar(self) -> torch.Tensor:
         return torch.full_like(self.mean, float("-inf"))
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.mean
 
     def mode(self) -> torch.Tensor:

@@ -76,7 +76,11 @@ class AutoencoderTask:
             disc = self.discriminator
             if disc is not None:
                 disc.requires_grad_(False)  # the generator's GAN term must not train the discriminator
-            out = modules["model"](batch, generator=rng.generator())
+            # ε of the posterior sample drawn per sample of the global batch: the same numbers whichever
+            # rank and micro-batch a sample lands on
+            f, (h, w) = self.model.downsample_factor, batch.shape[-2:]
+            noise = rng.randn(self.model.latent_channels, h // f, w // f) if self.model.kind == "kl" else None
+            out = modules["model"](batch, noise=noise)
             loss, logs = generator_loss(
                 self.loss_cfg,
                 batch,
