@@ -638,3 +638,18 @@ def test_sample_writes_each_batch_as_it_is_made_so_ctrl_c_keeps_them(capsys, tin
     for name in kept:
         with Image.open(tmp_path / "cut" / name) as a, Image.open(tmp_path / "full" / name) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), name
+
+
+@pytest.mark.parametrize("command", ["train-autoencoder", "train-diffusion"])
+@pytest.mark.parametrize("resolution", ["100000", "0"])
+def test_bad_resolution_is_refused_naming_the_flag(capsys, tmp_path, command, resolution):
+    """`--resolution 100000` used to end in "Unable to allocate 447 GiB" from numpy."""
+    out = tmp_path / "run"
+    code, _, err = run(capsys, command, "--data", "digits", "--resolution", resolution, "--out", str(out))
+    lines = [line for line in err.strip().splitlines() if line.startswith("latentdiff")]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0] == (
+        f"latentdiff {command}: error: data: resolution={resolution}: the image side must be a whole number "
+        "of pixels from 1 to 4096 (--resolution)"
+    )
+    assert not out.exists()

@@ -84,3 +84,48 @@ def test_spread_indices_covers_sorted_classes():
     assert set(labels[spread_indices(len(labels), 10)]) == set(range(10))
     with pytest.raises(ValueError):
         spread_indices(10, 0)
+
+
+@pytest.mark.parametrize("resolution", [0, -8, 100_000, 2.5, True])
+def test_resolution_out_of_range_is_refused_naming_the_flag(tmp_path, data_home, resolution):
+    """`--resolution 100000` used to fail with "Unable to allocate 447 GiB" from numpy."""
+    from PIL import Image
+
+    from latentdiff.data.load import load_dataset
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    message = rf"resolution={resolution!r}: the image side must be a whole number of pixels from 1 to 4096 "
+    message += r"\(--resolution\)"
+    for source in ("digits", str(tmp_path)):
+        with pytest.raises(ValueError, match=message):
+            load_dataset(source, resolution=resolution)
+
+
+def test_data_that_would_not_fit_in_memory_is_refused_before_allocating(tmp_path, monkeypatch, data_home):
+    from PIL import Image
+
+    import latentdiff.data.dataset as dataset
+    from latentdiff.data.load import load_dataset
+
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    assert load_dataset(str(tmp_path), resolution=64).images.nbytes == 3 * 3 * 64 * 64
+    memory = [3 * 3 * 64 * 64 - 1]  # one byte short
+    monkeypatch.setattr(dataset, "physical_memory", lambda: memory[0])
+    allocated = []
+    real_empty = np.empty
+    monkeypatch.setattr(
+        np, "empty", lambda shape, *a, **k: allocated.append(shape) or real_empty(shape, *a, **k)
+    )
+    message = r"3 images of 3×64×64 px take 0\.0 GiB in memory, more than this machine's .*lower --resolution"
+    with pytest.raises(ValueError, match=message + r" \(now 64\) or use fewer images \(--limit\)"):
+        load_dataset(str(tmp_path), resolution=64)
+    assert (3, 3, 64, 64) not in allocated
+    assert len(load_dataset(str(tmp_path), resolution=64, limit=2)) == 2  # the way out that the message names
+    for cached in (False, True):  # decoded now, or read back from the preprocessed cache (in data_home)
+        if cached:
+            memory[0] = 2**40
+            load_dataset("digits", resolution=64)
+            memory[0] = 1618 * 64 * 64 - 1
+        with pytest.raises(ValueError, match=r"digits train: 1618 images of 1×64×64 px .* \(--limit\)"):
+            load_dataset("digits", resolution=64)

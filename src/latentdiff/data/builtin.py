@@ -19,7 +19,7 @@ import numpy as np
 import PIL
 
 from latentdiff.data import digits, emoji, fashion_mnist, mnist
-from latentdiff.data.dataset import ArrayImageDataset, spread_indices
+from latentdiff.data.dataset import ArrayImageDataset, check_fits_in_memory, check_resolution, spread_indices
 from latentdiff.data.source import BuiltinSource, data_root
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,9 @@ def load_builtin(
     native_channels, native_resolution, _ = source.shape
     resolution = resolution or native_resolution
     channels = channels or native_channels
-    if channels not in (1, 3) or resolution <= 0:
-        raise ValueError(f"{name}: need channels 1 or 3, resolution > 0; got {channels}, {resolution}")
+    if channels not in (1, 3):
+        raise ValueError(f"{name}: need channels 1 or 3, got {channels}")
+    check_resolution(resolution, f"{name}: resolution")
     location = source.locate()
     stem = _cache_stem(source, split, resolution, channels, source.fingerprint(location))
     class_names = source.class_names(location)
@@ -135,10 +136,12 @@ def load_builtin(
     if cached is not None:
         images, labels = cached
         keep = spread_indices(len(labels), limit)
+        check_fits_in_memory(f"{source.name} {split}", len(keep), channels, resolution)
         images, labels = np.ascontiguousarray(images[keep]), labels[keep]
     else:
         raw = source.read_split(location, split)
         keep = spread_indices(len(raw.labels), limit)
+        check_fits_in_memory(f"{source.name} {split}", len(keep), channels, resolution)
         log.info(
             "decoding %s %s: %d images, %d px, %d channels",
             source.name,

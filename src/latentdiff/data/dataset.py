@@ -9,6 +9,8 @@ passes its own flip mask.
 from __future__ import annotations
 
 import difflib
+import numbers
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -17,6 +19,44 @@ import torch
 from torch.utils.data import Dataset
 
 Indices = Sequence[int] | np.ndarray | torch.Tensor
+
+MAX_RESOLUTION = 4096
+
+
+def check_resolution(resolution: object, name: str = "resolution") -> int:
+    """`resolution` as an int if it is a whole number of pixels in 1..`MAX_RESOLUTION`, else a ValueError
+    naming `name` and the command-line flag that sets it."""
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, numbers.Integral)
+        or not 1 <= resolution <= MAX_RESOLUTION
+    ):
+        raise ValueError(
+            f"{name}={resolution!r}: the image side must be a whole number of pixels from 1 to "
+            f"{MAX_RESOLUTION} (--resolution)"
+        )
+    return int(resolution)
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(name: str, count: int, channels: int, resolution: int) -> None:
+    """Refuse, before allocating, `count` uint8 images of `channels` × `resolution`² px that would not fit
+    in this machine's memory, naming the flags that shrink them."""
+    need = count * channels * resolution * resolution
+    total = physical_memory()
+    if total is not None and need > total:
+        raise ValueError(
+            f"{name}: {count} images of {channels}×{resolution}×{resolution} px take {need / 2**30:.1f} GiB "
+            f"in memory, more than this machine's {total / 2**30:.1f} GiB: lower --resolution (now "
+            f"{resolution}) or use fewer images (--limit)"
+        )
 
 
 def spread_indices(count: int, limit: int | None) -> np.ndarray:
@@ -61,8 +101,7 @@ class ImageDataset(Dataset, ABC):
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"{name}: channels must be 1 or 3, got {channels}")
-        if int(resolution) <= 0:
-            raise ValueError(f"{name}: resolution must be a positive number of pixels, got {resolution}")
+        check_resolution(resolution, f"{name}: resolution")
         self.name = name
         self.split = split
         self.resolution = int(resolution)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from latentdiff.data.dataset import ImageDataset, spread_indices, uint8_to_float
+from latentdiff.data.dataset import ImageDataset, check_fits_in_memory, spread_indices, uint8_to_float
 from latentdiff.data.image_convert import IMAGE_EXTENSIONS, image_to_array, to_channels
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,8 @@ class ImageFolder(ImageDataset):
     def _scan(self, files: list[Path], cache: bool) -> tuple[list[int], list[Path], np.ndarray | None]:
         """Decode every file once: (positions of the readable ones, skipped paths, pixels if cached)."""
         shape = (self.channels, self.resolution, self.resolution)
+        if cache:
+            check_fits_in_memory(str(self.root), len(files), self.channels, self.resolution)
         images = np.empty((len(files), *shape), dtype=np.uint8) if cache else None
         readable: list[int] = []
         unreadable: list[Path] = []

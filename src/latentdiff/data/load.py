@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.data.builtin import BUILTIN, builtin_names, load_builtin
-from latentdiff.data.dataset import ImageDataset
+from latentdiff.data.dataset import ImageDataset, check_resolution
 from latentdiff.data.image_folder import ImageFolder
 
 
@@ -24,6 +24,8 @@ def load_dataset(
     after `split` (e.g. `train/`, `test/`), that sub-folder is the split, otherwise the folder is the
     `train` split.
     """
+    if resolution is not None:
+        check_resolution(resolution)
     if isinstance(name_or_path, str) and name_or_path.lower() in BUILTIN:
         return load_builtin(name_or_path, split, resolution, channels, flip, limit)
     root = Path(name_or_path).expanduser()

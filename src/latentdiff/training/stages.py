@@ -7,6 +7,7 @@ from typing import Literal
 
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.autoencoder.losses import AutoencoderLossConfig
+from latentdiff.data.dataset import check_resolution
 from latentdiff.diffusion.config import DiffusionConfig
 from latentdiff.diffusion.guidance import check_guidance_scale
 from latentdiff.nets.dit import DiTConfig
@@ -27,6 +28,10 @@ class DataConfig:
     limit: int | None = None
     eval_split: str = "test"
     eval_images: int = 256
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None:  # refused when the configuration is read, before any work
+            check_resolution(self.resolution)
 
 
 @dataclass
