@@ -653,3 +653,41 @@ def test_bad_resolution_is_refused_naming_the_flag(capsys, tmp_path, command, re
         "of pixels from 1 to 4096 (--resolution)"
     )
     assert not out.exists()
+
+
+def test_rgb_data_for_a_greyscale_autoencoder_suggests_the_channels_flag(capsys, tiny_run, tmp_path):
+    """The tiny run's autoencoder takes 1 channel; an RGB folder (3 channels by default) used to end in
+    "expected images (N, 1, H, W) ..., got (1, 3, 8, 8)"."""
+    import re
+
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    out = tmp_path / "r"
+    argv = ["train-diffusion", "--autoencoder", str(tiny_run), "--data", str(folder), "--resolution", "8",
+            "--steps", "1", "--batch-size", "2", "--out", str(out)]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    lines = [line for line in err.strip().splitlines() if line.startswith("latentdiff")]
+    assert code == 1 and len(lines) == 1, err
+    suggestion = r"3 channel\(s\), but (the|this) autoencoder.* takes 1\b.*--channels 1\b"
+    assert re.search(suggestion, lines[0]), lines[0]
+
+
+def test_eval_loads_a_folder_run_with_the_autoencoders_channels(tmp_path):
+    """A run trained on a folder without --channels records channels: null; eval then loads the folder with
+    the autoencoder's channel count, not the folder default of 3."""
+    import yaml
+
+    from latentdiff.cli.evaluate import run_dataset
+
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (200, 10 * i, 10)).save(folder / f"{i}.png")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    data = {"dataset": str(folder), "resolution": 8, "channels": None}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"diffusion_stage": {"data": data}}))
+    assert run_dataset(run_dir, "train", 1).channels == 1
+    assert run_dataset(run_dir, "train", 3).channels == 3

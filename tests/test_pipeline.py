@@ -251,3 +251,9 @@ def test_generate_batches_yields_what_call_returns_one_batch_at_a_time(pipe):
     batches = list(pipe.generate_batches(batch_size=2, **args))
     assert [len(b) for b in batches] == [2, 2, 1] and all(b.device.type == "cpu" for b in batches)
     assert torch.equal(torch.cat(batches), pipe(batch_size=2, output_type="pt", **args))
+
+
+def test_rgb_images_for_a_greyscale_model_suggest_the_channels_flag(pipe):
+    message = r"the images have 3 channel\(s\), but this autoencoder takes 1: .*\(--channels 1\)"
+    with pytest.raises(ValueError, match=message):
+        pipe.img2img(torch.zeros(1, 3, 8, 8), steps=2)

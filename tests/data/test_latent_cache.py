@@ -185,3 +185,24 @@ def test_two_ranks_write_the_same_cache_as_one(tmp_path, kind):
         assert (a is None and b is None) or torch.equal(a, b)
     assert a_cond.keys() == b_cond.keys() and all(torch.equal(a_cond[k], b_cond[k]) for k in a_cond)
     assert sharded.meta == single.meta
+
+
+def test_data_with_other_channels_than_the_autoencoder_suggests_the_channels_flag(tmp_path):
+    """RGB data for a greyscale autoencoder used to end in a bare shape error."""
+    from latentdiff.autoencoder.config import AutoencoderConfig
+    from latentdiff.autoencoder.model import Autoencoder
+
+    config = AutoencoderConfig(
+        kind="kl", in_channels=1, resolution=8, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+        latent_channels=4, mid_attention=False, groups=8,
+    )  # fmt: skip
+    ae = Autoencoder(config)
+    message = r"synthetic is loaded with 3 channel\(s\), but the autoencoder takes 1: load it with 1 "
+    with pytest.raises(ValueError, match=message + r"channel\(s\) \(--channels 1\)$"):
+        encode_dataset(ae, synthetic_dataset(channels=3), tmp_path / "latents", progress=False)
+    assert not (tmp_path / "latents").exists()
+    message = r"the images have 3 channel\(s\), but this autoencoder takes 1: load them with 1 channel\(s\) "
+    with pytest.raises(ValueError, match=message + r"\(--channels 1\), got images of shape \(2, 3, 8, 8\)$"):
+        ae.encode(torch.zeros(2, 3, 8, 8))
+    cache = encode_dataset(ae, synthetic_dataset(channels=1), tmp_path / "latents", progress=False)
+    assert len(cache) == 37  # the suggested channel count is the one that works

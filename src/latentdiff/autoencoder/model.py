@@ -171,6 +171,12 @@ class Autoencoder(nn.Module):
 
     def _check_images(self, x: torch.Tensor) -> None:
         f = self.downsample_factor
+        c = self.config.in_channels
+        if x.ndim == 4 and x.shape[1] != c:
+            raise ValueError(
+                f"Autoencoder.encode: the images have {x.shape[1]} channel(s), but this autoencoder takes "
+                f"{c}: load them with {c} channel(s) (--channels {c}), got images of shape {tuple(x.shape)}"
+            )
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % f or x.shape[3] % f:
             raise ValueError(
                 f"Autoencoder.encode: expected images (N, {self.config.in_channels}, H, W) with H and W "

@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def run_dataset(run: Path, split: str):
-    """The dataset a run's Stage 2 was trained on, at its resolution and channels (from config.yaml)."""
+def run_dataset(run: Path, split: str, channels: int | None = None):
+    """The dataset a run's Stage 2 was trained on, at its resolution and channels (from config.yaml; where
+    the channels were left to the data, `channels`: the autoencoder's)."""
     import yaml
 
     from latentdiff.data.load import load_dataset
@@ -44,7 +45,7 @@ def run_dataset(run: Path, split: str):
     data = (yaml.safe_load(path.read_text()) or {}).get("diffusion_stage", {}).get("data")
     if not data:
         raise ValueError(f"{path} has no diffusion_stage.data section")
-    return load_dataset(data["dataset"], split, data.get("resolution"), data.get("channels"))
+    return load_dataset(data["dataset"], split, data.get("resolution"), data.get("channels") or channels)
 
 
 def cmd_eval(args: argparse.Namespace) -> str:
@@ -57,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> str:
         raise ValueError(f"--num-samples must be at least 2 for FID, got {args.num_samples}")
     check_guidance_scale(args.guidance, "--guidance", negative=None)
     pipe = LatentDiffusionPipeline.from_pretrained(args.run, device=args.device)
-    data = run_dataset(args.run, args.split)
+    data = run_dataset(args.run, args.split, pipe.autoencoder.config.in_channels)
     generation = evaluate_generation(
         pipe, data, args.num_samples, args.steps, args.sampler, args.guidance, args.num_reference, args.seed
     )

@@ -261,6 +261,12 @@ def encode_dataset(
         raise ValueError(f"autoencoder kind {kind!r} is not one of {KINDS}")
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name} is empty: nothing to encode")
+    wanted = getattr(getattr(autoencoder, "config", None), "in_channels", dataset.channels)
+    if dataset.channels != wanted:
+        raise ValueError(
+            f"{dataset.name} is loaded with {dataset.channels} channel(s), but the autoencoder takes "
+            f"{wanted}: load it with {wanted} channel(s) (--channels {wanted})"
+        )
     out_dir, device = Path(out_dir).expanduser(), torch.device(device)
     rank, world = _distributed()
     was_training = getattr(autoencoder, "training", False)
