@@ -4,6 +4,8 @@ Fashion-MNIST f = 4 latents, the same wall-clock training budget per model.
     python benchmarks/backbones.py                       # 10 minutes of training per model
     python benchmarks/backbones.py --minutes 2 --samples 500 --models unet_vp_eps
 
+`--models` re-runs some of the models and keeps the others' results when the protocol is the same.
+
 Stage 1 is the demo's KL autoencoder (f = 4, 4×8×8 latents of 32×32 images), trained once into
 benchmarks/runs/backbones/ (its minutes are reported, not counted in the budget) and shared by every model
 through one latent cache. Stage 2 models, all class-conditional with 10 % label dropout, bf16 autocast,
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, RUNS, machine, regenerate_docs, setup, write_result  # noqa: E402
+from common import RESULTS, RUNS, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff import demo  # noqa: E402
 from latentdiff.config import to_dict  # noqa: E402
@@ -169,37 +171,37 @@ def main() -> None:
     ae = prepare_autoencoder(args.ae_minutes)
     test = load_dataset("fashion-mnist", "test", 32, 1)
     train = load_dataset("fashion-mnist", "train", 32, 1)
-    protocol = f"{extractor.protocol}/{extractor.protocol_hash}"
+    fid_protocol = f"{extractor.protocol}/{extractor.protocol_hash}"
     floor = fid_kid_from_features(
         reference_features_for(train, args.samples, extractor),
         reference_features_for(test, args.samples, extractor),
-        protocol,
+        fid_protocol,
         kid_subset_size=min(1000, args.samples),
     )
+    protocol = {
+        "budget_minutes": args.minutes,
+        "autoencoder": "the demo's KL f4 (4x8x8 latents of 32x32 Fashion-MNIST)",
+        "autoencoder_minutes": ae["minutes"],
+        "sampler": SAMPLER,
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "fid_num_samples": args.samples,
+        "fid_reference": f"fashion-mnist test ({args.samples} images, 32 px)",
+        "fid_protocol": fid_protocol,
+        "train_precision": "bf16 autocast",
+        "sample_precision": "fp32",
+        "seed": args.seed,
+    }
+    # a run of some of the models keeps the others' results when the protocol is the same
+    previous = read_result("backbones") or {}
+    same = {k: v for k, v in previous.get("protocol", {}).items() if k != "autoencoder_minutes"} == {
+        k: v for k, v in protocol.items() if k != "autoencoder_minutes"
+    }
+    kept = previous.get("models", {}) if same else {}
     models = {name: run_model(name, args, extractor, test) for name in args.models}
-    write_result(
-        "backbones",
-        {
-            "benchmark": "backbones",
-            "machine": machine(),
-            "protocol": {
-                "budget_minutes": args.minutes,
-                "autoencoder": "the demo's KL f4 (4x8x8 latents of 32x32 Fashion-MNIST)",
-                "autoencoder_minutes": ae["minutes"],
-                "sampler": SAMPLER,
-                "steps": STEPS,
-                "guidance": GUIDANCE,
-                "fid_num_samples": args.samples,
-                "fid_reference": f"fashion-mnist test ({args.samples} images, 32 px)",
-                "fid_protocol": protocol,
-                "train_precision": "bf16 autocast",
-                "sample_precision": "fp32",
-                "seed": args.seed,
-            },
-            "fid_floor": floor["fid"],
-            "models": models,
-        },
-    )
+    models = {name: models.get(name) or kept[name] for name in MODELS if name in models or name in kept}
+    result = {"benchmark": "backbones", "machine": machine(), "protocol": protocol, "fid_floor": floor["fid"]}
+    write_result("backbones", {**result, "models": models})
     regenerate_docs()
 
 
