@@ -3,6 +3,11 @@
 Every rank runs the same loop; only rank 0 writes files, and checkpoints are fenced by barriers so no
 rank reads a folder that is half written (the usual cause of multi-GPU hangs is one rank waiting in a
 collective the others never reach: every collective here is called unconditionally on all ranks).
+
+A process that dies (or stops answering) must not leave the others waiting for ever: every collective
+gives up after `collective_timeout()` (`$LATENTDIFF_DIST_TIMEOUT` seconds, default 30 minutes, enough for
+rank 0 to write a checkpoint or measure latent statistics while the others wait at a barrier), and the
+training loop turns a failed collective into `PeerLost`, which names the checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -16,6 +21,39 @@ import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+TIMEOUT_ENV = "LATENTDIFF_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30 * 60
+
+
+class PeerLost(RuntimeError):
+    """Another process of a distributed run died or stopped answering; this one stops too."""
+
+
+# what torch's collectives raise when a peer is gone: DistError, or (gloo on CPU, in DDP's backward and in
+# barriers) a plain RuntimeError carrying the transport's message
+_PEER_FAILURE_MARKS = ("/gloo/", "NCCL", "Connection reset by peer", "Connection closed by peer", "Timed out")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether `error` is a collective that failed because another process died or did not answer."""
+    if isinstance(error, dist.DistError):
+        return True
+    return isinstance(error, RuntimeError) and any(mark in str(error) for mark in _PEER_FAILURE_MARKS)
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective waits for the other processes: `$LATENTDIFF_DIST_TIMEOUT` seconds."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -59,7 +97,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=collective_timeout())
         log.info("rank %d/%d joined the %s process group on %s", rank, world, backend, dev)
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()

@@ -27,7 +27,14 @@ from latentdiff.io.images import make_grid, save_grid
 from latentdiff.training import trainer_state as ckpt
 from latentdiff.training.batching import BatchRandom, GlobalBatchSampler, mix_seed
 from latentdiff.training.config import TrainConfig
-from latentdiff.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from latentdiff.training.distributed import (
+    DistInfo,
+    PeerLost,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    is_peer_failure,
+)
 from latentdiff.training.ema import EMA
 from latentdiff.training.interrupt import StopOnInterrupt
 from latentdiff.training.precision import autocast_context
@@ -238,7 +245,30 @@ class Trainer:
             logs[n] = v
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train to `cfg.steps` (or the time budget); returns the logged history."""
+        """Train to `cfg.steps` (or the time budget); returns the logged history.
+
+        Under torchrun, a collective that fails because another process died or stopped answering within
+        `distributed.collective_timeout()` raises `PeerLost` naming the checkpoint to resume from.
+        """
+        try:
+            return self._fit(resume)
+        except RuntimeError as e:
+            if not (self.dist.enabled and is_peer_failure(e)):
+                raise
+            raise self._peer_lost(e) from e
+
+    def _peer_lost(self, error: Exception) -> PeerLost:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(error).__name__
+        last = ckpt.latest_checkpoint(self.ckpt_root)
+        return PeerLost(
+            f"process {self.dist.rank} of {self.dist.world_size} stopped at step {self.step + 1}: another "
+            f"process of the run died or stopped answering ({reason[:300]}). Last checkpoint: "
+            f"{last or 'none yet'}. Start the same command again with --resume on every node "
+            "(torchrun --max-restarts=N does this by itself when the command has --resume)."
+        )
+
+    def _fit(self, resume: bool) -> list[dict[str, float]]:
         cfg = self.cfg
         if resume and not self.resume():
             log.info("no checkpoint in %s: starting from scratch", self.ckpt_root)
