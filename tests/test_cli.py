@@ -691,3 +691,46 @@ def test_eval_loads_a_folder_run_with_the_autoencoders_channels(tmp_path):
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"diffusion_stage": {"data": data}}))
     assert run_dataset(run_dir, "train", 1).channels == 1
     assert run_dataset(run_dir, "train", 3).channels == 3
+
+
+def test_config_accepts_a_runs_own_config_yaml(capsys, tiny_run, tmp_path):
+    """`--config RUN/config.yaml` (the tool's own output, one section per stage) used to be refused
+    ("unknown key 'autoencoder_stage'"): each training command reads its own section."""
+    from argparse import Namespace
+
+    import yaml
+
+    from latentdiff.cli.options import build_config
+    from latentdiff.config import from_dict
+    from latentdiff.training.stages import AutoencoderStage, DiffusionStage
+
+    recorded = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert set(recorded) == {"autoencoder_stage", "diffusion_stage"}
+    for cls, section in ((AutoencoderStage, "autoencoder_stage"), (DiffusionStage, "diffusion_stage")):
+        for given in (tiny_run / "config.yaml", tiny_run):  # the file, or the run folder holding it
+            args = Namespace(config=str(given), shortcuts=[], overrides=[])
+            assert build_config(cls, args) == from_dict(cls, recorded[section]), (section, given)
+
+    # end to end: a new run with the old one's settings and one flag changed records exactly those
+    out = tmp_path / "again"
+    code, _, err = run(capsys, "train-autoencoder", "--config", str(tiny_run / "config.yaml"),
+                       "--steps", "2", "--set", "stats_images=50", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    expected = recorded["autoencoder_stage"]
+    expected["train"]["steps"], expected["stats_images"] = 2, 50
+    assert yaml.safe_load((out / "config.yaml").read_text())["autoencoder_stage"] == expected
+
+    # a run's config without the section of the command: one line naming the section
+    only_ae = tmp_path / "ae_only.yaml"
+    only_ae.write_text(yaml.safe_dump({"autoencoder_stage": recorded["autoencoder_stage"]}))
+    code, _, err = run(capsys, "train-diffusion", "--config", str(only_ae), "--out", str(tmp_path / "d"))
+    assert code == 1 and err.strip() == (
+        f"latentdiff train-diffusion: error: {only_ae} is a run's configuration with the section(s) "
+        "autoencoder_stage, but train-diffusion reads the section diffusion_stage, which it does not have"
+    ), err
+    assert not (tmp_path / "d").exists()
+    # a wrong key inside a section is named with its section
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"autoencoder_stage": {"model": {"kindd": "kl"}}}))
+    code, _, err = run(capsys, "train-autoencoder", "--config", str(bad), "--out", str(tmp_path / "b"))
+    assert code == 1 and f"{bad} (section autoencoder_stage): unknown key 'model.kindd'" in err, err

@@ -146,14 +146,22 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_yaml(cls: type[T], path: str | Path) -> T:
+def read_yaml(path: str | Path) -> Any:
+    """The parsed contents of a YAML file ({} when empty); a missing or malformed file is a ConfigError."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a YAML file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+
+
+def load_yaml(cls: type[T], path: str | Path, data: Any = None) -> T:
+    """Dataclass `cls` from the YAML file `path` (or from `data` already read from it)."""
+    data = read_yaml(path) if data is None else data
     try:
         return from_dict(cls, data)
     except ConfigError as e:

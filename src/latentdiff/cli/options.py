@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any, TypeVar
 
-from latentdiff.config import apply_overrides, load_yaml
+from latentdiff.config import ConfigError, apply_overrides, load_yaml, read_yaml
 
 T = TypeVar("T")
+
+# A run folder's config.yaml holds one section per stage (`training.run.record_config`): the stage
+# configuration class, the section it is recorded under and the command that trains it.
+RUN_SECTIONS = {
+    "AutoencoderStage": ("autoencoder_stage", "train-autoencoder"),
+    "DiffusionStage": ("diffusion_stage", "train-diffusion"),
+}
 
 
 class Shortcut(argparse.Action):
@@ -30,7 +38,9 @@ def add_shortcut(parser: argparse.ArgumentParser, flag: str, key: str, help: str
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", help="YAML file with the stage's configuration (flags and --set override it)"
+        "--config",
+        help="YAML file with the stage's configuration (flags and --set override it); a run's own "
+        "config.yaml (or the run folder) works too: this command's section of it is used",
     )
     parser.add_argument(
         "--set",
@@ -43,9 +53,31 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(shortcuts=[])
 
 
+def load_stage_config(cls: type[T], path: str | Path) -> T:
+    """`cls` from a YAML file holding that stage's fields, or from a run's `config.yaml` (or the run folder
+    holding one), whose section for this stage is used."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        path = path / "config.yaml"
+    data = read_yaml(path)
+    sections = {section for section, _ in RUN_SECTIONS.values()}
+    if isinstance(data, dict) and data and set(data) <= sections:
+        section, command = RUN_SECTIONS[cls.__name__]
+        if section not in data:
+            raise ConfigError(
+                f"{path} is a run's configuration with the section(s) {', '.join(map(str, data))}, but "
+                f"{command} reads the section {section}, which it does not have"
+            )
+        try:
+            return load_yaml(cls, path, data[section] or {})
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"{path}: ", f"{path} (section {section}): ", 1)) from e
+    return load_yaml(cls, path, data)
+
+
 def build_config(cls: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
     """Defaults ← --config YAML ← shortcut flags ← extra ← --set, each layer validated."""
-    cfg = load_yaml(cls, args.config) if getattr(args, "config", None) else cls()
+    cfg = load_stage_config(cls, args.config) if getattr(args, "config", None) else cls()
     return apply_overrides(cfg, [*(args.shortcuts or []), *(extra or []), *(args.overrides or [])])
 
 
