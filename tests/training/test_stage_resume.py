@@ -95,6 +95,9 @@ def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         ("kl", "fp32"),
         ("kl-gan", "fp32"),
         ("kl-gan", "bf16"),
+        ("unet", "fp32"),
+        ("unet", "bf16"),
+        ("dit", "bf16"),
     ],
 )
 def test_kill_9_then_resume_equals_uninterrupted(request, tmp_path, case, precision):
