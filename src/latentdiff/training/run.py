@@ -27,6 +27,7 @@ from latentdiff.training.batching import mix_seed
 from latentdiff.training.diffusion_task import DiffusionTask
 from latentdiff.training.distributed import barrier, init_distributed
 from latentdiff.training.loop import Trainer
+from latentdiff.training.run_lock import training_lock
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,15 @@ def finalize_autoencoder(
 def train_autoencoder(
     stage: AutoencoderStage, run_dir: str | Path, resume: bool = False, progress: bool = True
 ) -> Path:
-    """Stage 1 into `run_dir/autoencoder/`; returns that folder."""
+    """Stage 1 into `run_dir/autoencoder/`; returns that folder. The run folder is locked for the whole
+    stage (`run_lock`)."""
     run_dir = Path(run_dir)
+    init_distributed(stage.train.device)
+    with training_lock(run_dir):
+        return _train_autoencoder(stage, run_dir, resume, progress)
+
+
+def _train_autoencoder(stage: AutoencoderStage, run_dir: Path, resume: bool, progress: bool) -> Path:
     dist = init_distributed(stage.train.device)
     data = load_training_data(stage.data)
     fill: dict[str, Any] = {"in_channels": data.channels, "resolution": data.resolution}
@@ -200,9 +208,23 @@ def train_diffusion(
     progress: bool = True,
 ) -> Path:
     """Stage 2 into `run_dir/<backbone>/`. The autoencoder (default `run_dir/autoencoder`) is copied into the
-    run folder so that it alone holds everything needed to sample."""
+    run folder so that it alone holds everything needed to sample. The run folder is locked for the whole
+    stage (`run_lock`)."""
     run_dir = Path(run_dir)
     check_backbone_sections(stage)
+    init_distributed(stage.train.device)
+    with training_lock(run_dir):
+        return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress)
+
+
+def _train_diffusion(
+    stage: DiffusionStage,
+    run_dir: Path,
+    autoencoder: str | Path | None,
+    latents: str | Path | None,
+    resume: bool,
+    progress: bool,
+) -> Path:
     dist = init_distributed(stage.train.device)
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
     if existing is not None and existing.name != stage.backbone:

