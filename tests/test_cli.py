@@ -655,6 +655,83 @@ def test_bad_resolution_is_refused_naming_the_flag(capsys, tmp_path, command, re
     assert not out.exists()
 
 
+def test_a_trained_stage_is_replaced_only_with_overwrite_and_one_writer_at_a_time(capsys, tmp_path):
+    """Issue 12, findings 3 and 4 from the command line: re-running train-autoencoder into a trained run is
+    refused (one line naming --resume and --overwrite) and changes nothing; --overwrite trains anew; while
+    another process holds the run folder's lock, training is refused naming its PID."""
+    import os
+
+    from latentdiff.training.run_lock import RunLock
+
+    run_dir = tmp_path / "run"
+    argv = ["train-autoencoder", "--data", "digits", "--resolution", "8", "--f", "2", "--steps", "2",
+            "--batch-size", "16", "--out", str(run_dir), *TINY_AE]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    weights = (run_dir / "autoencoder" / "model.safetensors").read_bytes()
+    config = (run_dir / "config.yaml").read_text()
+
+    code, _, err = run(capsys, *argv, "--set", "model.latent_channels=2")
+    lines = [line for line in err.strip().splitlines() if line.startswith("latentdiff")]
+    assert code == 1 and len(lines) == 1, err
+    assert "holds a trained autoencoder: pass --resume" in lines[0] and "--overwrite" in lines[0]
+    assert (run_dir / "autoencoder" / "model.safetensors").read_bytes() == weights
+    assert (run_dir / "config.yaml").read_text() == config
+
+    with RunLock(run_dir):
+        code, _, err = run(capsys, *argv, "--overwrite")
+    assert code == 1 and f"PID {os.getpid()}" in err and "is in use" in err, err
+    assert (run_dir / "autoencoder" / "model.safetensors").read_bytes() == weights
+
+    code, _, err = run(capsys, *argv, "--overwrite", "--set", "model.latent_channels=2")
+    assert code == 0, err
+    assert json.loads((run_dir / "autoencoder" / "config.json").read_text())["latent_channels"] == 2
+
+
+def test_sample_refuses_a_backbone_trained_on_another_autoencoder(capsys, tiny_run, tmp_path):
+    """Issue 12, finding 3: `sample` on a run whose autoencoder was swapped exits non-zero naming both."""
+    import shutil
+
+    from latentdiff.io.checkpoint import load_tensors, save_tensors
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    ema = run_dir / "autoencoder" / "ema.safetensors"
+    save_tensors({k: v * 1.01 if v.is_floating_point() else v for k, v in load_tensors(ema).items()}, ema)
+    code, _, err = run(capsys, "sample", str(run_dir), "--num-images", "2", "--steps", "2",
+                       "--out", str(tmp_path / "s"))  # fmt: skip
+    assert code == 1, err
+    assert f"{run_dir / 'unet'} was trained on another autoencoder than {run_dir / 'autoencoder'}" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_import_autoencoder_does_not_replace_a_trained_one_without_overwrite(capsys, tmp_path):
+    """Issue 12, finding 3: import-autoencoder into a run that holds an autoencoder is refused unless
+    --overwrite, which also deletes the old autoencoder's checkpoints (a later resume must not revive it)."""
+    diffusers = pytest.importorskip("diffusers")
+    vae = diffusers.AutoencoderKL(
+        in_channels=1, out_channels=1, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4, norm_num_groups=8, sample_size=8,
+    )  # fmt: skip
+    vae.save_pretrained(tmp_path / "vae")
+    run_dir = tmp_path / "r"
+    code, _, err = run(capsys, "import-autoencoder", str(tmp_path / "vae"), "--out", str(run_dir))
+    assert code == 0, err
+    (run_dir / "trainer_state" / "autoencoder" / "step_00000004").mkdir(parents=True)
+    (run_dir / "trainer_state" / "autoencoder" / "step_00000004" / "trainer.json").write_text("{}")
+    weights = (run_dir / "autoencoder" / "model.safetensors").read_bytes()
+    code, _, err = run(capsys, "import-autoencoder", str(tmp_path / "vae"), "--out", str(run_dir),
+                       "--data", "digits", "--resolution", "8", "--stats-images", "50")  # fmt: skip
+    assert code == 1 and "holds a trained autoencoder" in err and "--overwrite" in err, err
+    assert (run_dir / "autoencoder" / "model.safetensors").read_bytes() == weights
+    argv = ["import-autoencoder", str(tmp_path / "vae"), "--out", str(run_dir), "--data", "digits",
+            "--resolution", "8", "--stats-images", "50", "--overwrite"]  # fmt: skip
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "measured over 50 images" in out, err
+    assert not (run_dir / "trainer_state" / "autoencoder").exists()
+
+
 def test_rgb_data_for_a_greyscale_autoencoder_suggests_the_channels_flag(capsys, tiny_run, tmp_path):
     """The tiny run's autoencoder takes 1 channel; an RGB folder (3 channels by default) used to end in
     "expected images (N, 1, H, W) ..., got (1, 3, 8, 8)"."""

@@ -26,6 +26,7 @@ from latentdiff.diffusion.guidance import Denoiser, check_guidance_scale
 from latentdiff.diffusion.preconditioning import Preconditioning
 from latentdiff.diffusion.samplers import get_sampler, sampler_timesteps
 from latentdiff.diffusion.schedule import make_schedule
+from latentdiff.io.autoencoder_record import check_autoencoder_pair
 from latentdiff.io.checkpoint import CheckpointError, read_json
 from latentdiff.io.images import to_pil, to_uint8
 from latentdiff.nets.backbones import find_backbone_folder, load_backbone
@@ -79,7 +80,8 @@ class LatentDiffusionPipeline:
         cls, run_dir: str | Path, device: str = "auto", weights: str = "auto"
     ) -> LatentDiffusionPipeline:
         """Load `run_dir/autoencoder`, the run's backbone folder (`unet/` or `dit/`; EMA weights when
-        present) and `scheduler.json`."""
+        present) and `scheduler.json`. A backbone trained on another autoencoder than the run's is refused
+        (`io.autoencoder_record`; a run saved before backbones recorded it loads with a warning)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"run folder not found: {run_dir}")
@@ -94,7 +96,15 @@ class LatentDiffusionPipeline:
                 f"{run_dir} has no trained diffusion backbone (unet/ or dit/ missing): "
                 f"train it with `latentdiff train-diffusion --out {run_dir}`"
             )
-        autoencoder = Autoencoder.from_pretrained(run_dir / "autoencoder", weights=weights)
+        ae_folder = run_dir / "autoencoder"
+        autoencoder = Autoencoder.from_pretrained(ae_folder, weights=weights)
+        # the backbone records the autoencoder it was trained on (as Stage 2 loaded it: weights "auto")
+        trained_with = autoencoder if weights == "auto" else Autoencoder.from_pretrained(ae_folder)
+        remedy = (
+            f"Put that autoencoder back, or train the {folder.name} again on this one: "
+            f"`latentdiff train-diffusion --out {run_dir} --overwrite`"
+        )
+        check_autoencoder_pair(folder, ae_folder, trained_with.hash(), remedy)
         backbone = load_backbone(folder, weights=weights)
         scheduler = upgrade_diffusion_dict(read_json(run_dir / "scheduler.json"))
         diffusion = from_dict(DiffusionConfig, scheduler, "scheduler.json: ")

@@ -31,9 +31,14 @@ from conftest import tiny_autoencoder_stage, tiny_diffusion_stage
 
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.autoencoder.stats import apply_latent_stats
+from latentdiff.io.autoencoder_record import RECORD_FILE
+from latentdiff.io.checkpoint import CheckpointError, load_tensors, read_json, save_tensors
+from latentdiff.pipeline import LatentDiffusionPipeline
 from latentdiff.training import run as run_module
-from latentdiff.training.run import train_autoencoder
+from latentdiff.training.run import train_autoencoder, train_diffusion
+from latentdiff.training.run_folder import RunFolderError
 from latentdiff.training.run_lock import LOCK_FILE, RunFolderLocked, RunLock
+from latentdiff.training.trainer_state import checkpoint_root, list_checkpoints
 
 
 def ae_stage(steps: int = 4, **train):
@@ -83,6 +88,114 @@ def other_autoencoder(folder: Path, in_channels: int = 1, seed: int = 5) -> Path
     )
     apply_latent_stats(ae, {"mean": 0.0, "std": 1.5, "num_images": 10})
     return ae.save_pretrained(folder)
+
+
+# ------------------------------------------------------------------------ finding 3: no silent overwrites
+
+
+def test_a_trained_autoencoder_is_replaced_only_with_overwrite_and_old_checkpoints_go(ae_run):
+    before = snapshot(ae_run)
+    with pytest.raises(RunFolderError, match=r"holds a trained autoencoder: pass --resume .* or --overwrite"):
+        train_autoencoder(ae_stage(), ae_run, progress=False)
+    assert snapshot(ae_run) == before  # the refusal changed nothing, not even config.yaml
+
+    old = load_tensors(ae_run / "autoencoder" / "model.safetensors")
+    # a new, shorter run over the old one: none of the old run's (later) checkpoints may survive it
+    train_autoencoder(ae_stage(steps=1, checkpoint_every=0), ae_run, progress=False, overwrite=True)
+    steps = [s for s, _ in list_checkpoints(checkpoint_root(ae_run, "autoencoder"))]
+    assert steps == [1]
+    new = load_tensors(ae_run / "autoencoder" / "model.safetensors")
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+    # and a resume continues the new run (from its step 1, not from the old run's step 4)
+    train_autoencoder(ae_stage(steps=2, checkpoint_every=0), ae_run, resume=True, progress=False)
+    assert [s for s, _ in list_checkpoints(checkpoint_root(ae_run, "autoencoder"))] == [1, 2]
+
+
+def test_resume_without_a_checkpoint_does_not_restart_over_trained_weights(ae_run):
+    shutil.rmtree(ae_run / "trainer_state")
+    before = snapshot(ae_run)
+    with pytest.raises(RunFolderError, match="no checkpoint to continue from.*--overwrite"):
+        train_autoencoder(ae_stage(), ae_run, resume=True, progress=False)
+    assert snapshot(ae_run) == before
+
+
+def test_train_diffusion_refuses_a_trained_backbone_without_resume_or_overwrite(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = snapshot(run)
+    with pytest.raises(RunFolderError, match=r"unet holds a trained unet: pass --resume"):
+        train_diffusion(dm_stage(), run, progress=False)
+    assert snapshot(run) == before
+
+
+def test_train_diffusion_overwrite_starts_the_backbone_again_without_the_old_runs_checkpoints(
+    tiny_run, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert [s for s, _ in list_checkpoints(checkpoint_root(run, "unet"))] == [10, 20]
+    train_diffusion(dm_stage(steps=1, checkpoint_every=0), run, progress=False, overwrite=True)
+    assert [s for s, _ in list_checkpoints(checkpoint_root(run, "unet"))] == [1]
+    assert read_json(run / "unet" / RECORD_FILE) == read_json(tiny_run / "unet" / RECORD_FILE)
+    LatentDiffusionPipeline.from_pretrained(run, device="cpu")
+
+
+def test_autoencoder_is_copied_into_the_run_only_after_every_check(tmp_path):
+    """An RGB autoencoder for the grey digits: refused before anything lands in the run folder."""
+    other = other_autoencoder(tmp_path / "rgb_ae", in_channels=3)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"1 channel\(s\), but the autoencoder .*takes 3.*--channels 3"):
+        train_diffusion(dm_stage(), run, autoencoder=other, progress=False)
+    assert not run.exists()
+
+
+def test_another_autoencoder_does_not_replace_the_runs_own_without_overwrite(ae_run, tmp_path):
+    other = other_autoencoder(tmp_path / "other_ae")
+    before = snapshot(ae_run)
+    with pytest.raises(
+        RunFolderError, match=r"holds another trained autoencoder than .*other_ae.*--overwrite"
+    ):
+        train_diffusion(dm_stage(), ae_run, autoencoder=other, progress=False)
+    assert snapshot(ae_run) == before
+
+
+def test_backbone_records_its_autoencoder_and_loading_refuses_another(tiny_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    record = read_json(run / "unet" / RECORD_FILE)
+    assert record == {"autoencoder_hash": Autoencoder.from_pretrained(run / "autoencoder").hash()}
+    last = sorted((run / "trainer_state" / "unet").iterdir())[-1]
+    assert read_json(last / "model" / RECORD_FILE) == record  # checkpoints carry it too
+    LatentDiffusionPipeline.from_pretrained(run, device="cpu")  # the pair as trained loads
+
+    # the autoencoder replaced by another one of the same layout: sampling would decode wrong images
+    weights = load_tensors(run / "autoencoder" / "ema.safetensors")
+    save_tensors({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+                 run / "autoencoder" / "ema.safetensors")  # fmt: skip
+    with pytest.raises(CheckpointError) as err:
+        LatentDiffusionPipeline.from_pretrained(run, device="cpu")
+    message = str(err.value)
+    assert f"{run / 'unet'} was trained on another autoencoder than {run / 'autoencoder'}" in message
+    assert record["autoencoder_hash"][:12] in message and "--overwrite" in message
+    with pytest.raises(CheckpointError, match="trained on another autoencoder"):
+        LatentDiffusionPipeline.from_pretrained(run, device="cpu", weights="model")
+
+    # a run saved before backbones recorded their autoencoder loads, with a warning saying it is unchecked
+    (run / "unet" / RECORD_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="latentdiff"):
+        LatentDiffusionPipeline.from_pretrained(run, device="cpu")
+    assert "does not record which autoencoder it was trained on" in caplog.text
+
+
+def test_resuming_a_backbone_on_another_autoencoder_is_refused(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "autoencoder")
+    other_autoencoder(run / "autoencoder")  # e.g. train-autoencoder --overwrite after Stage 2
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match=r"trainer_state/unet/step_\d+/model was trained on another"):
+        train_diffusion(dm_stage(steps=30), run, resume=True, progress=False)
+    assert snapshot(run) == before
 
 
 # ---------------------------------------------------------------------------------- finding 4: one writer

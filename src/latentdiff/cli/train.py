@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latentdiff.cli.options import add_config_args, add_shortcut, build_config
+
+if TYPE_CHECKING:
+    from latentdiff.autoencoder.model import Autoencoder
 
 EXAMPLES = {
     "train-autoencoder": "latentdiff train-autoencoder --data fashion-mnist --kind kl --f 4 --out runs/fm",
@@ -45,6 +49,12 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     add_shortcut(p, "--seed", "train.seed", "random seed", type=int)
     p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start this stage from scratch although the run folder holds its trained weights or "
+        "checkpoints (they are deleted); without it or --resume such a folder is refused",
+    )
     add_config_args(p)
 
 
@@ -117,6 +127,11 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--stats-images", type=int, default=10_000)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a trained autoencoder already in OUT (its checkpoints are deleted)",
+    )
     p.set_defaults(func=cmd_import_autoencoder)
 
     p = parser("eval-autoencoder", "PSNR, SSIM, compression ratio and codebook use of an autoencoder")
@@ -161,7 +176,7 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> str:
     if args.f is not None:
         extra.append(f"model.channel_mult={list(PRESET_CHANNEL_MULT[args.f])}")
     stage = build_config(AutoencoderStage, args, extra)
-    folder = train_autoencoder(stage, args.out, resume=args.resume)
+    folder = train_autoencoder(stage, args.out, resume=args.resume, overwrite=args.overwrite)
     return (
         f"autoencoder: {folder}\nreconstructions: {args.out / 'samples'}\n"
         f"logs: tensorboard --logdir {args.out / 'logs'}"
@@ -188,7 +203,9 @@ def cmd_train_diffusion(args: argparse.Namespace) -> str:
     edm = ["diffusion.prediction=edm", "diffusion.noise_sampling=log_normal", "diffusion.loss_weighting=edm"]
     stage = build_config(DiffusionStage, args, _flip(args) + (edm if args.edm else []))
     ae = autoencoder_folder(args.autoencoder) if args.autoencoder else None
-    folder = train_diffusion(stage, args.out, autoencoder=ae, latents=args.latents, resume=args.resume)
+    folder = train_diffusion(
+        stage, args.out, autoencoder=ae, latents=args.latents, resume=args.resume, overwrite=args.overwrite
+    )
     return (
         f"{folder.name}: {folder}\nsamples during training: {args.out / 'samples'}\n"
         f"generate: latentdiff sample {args.out} --num-images 16"
@@ -196,12 +213,23 @@ def cmd_train_diffusion(args: argparse.Namespace) -> str:
 
 
 def cmd_import_autoencoder(args: argparse.Namespace) -> str:
-    from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
     from latentdiff.autoencoder.vae_diffusers_format import load_diffusers_autoencoder
+    from latentdiff.training.run_folder import plan_start
+    from latentdiff.training.run_lock import training_lock
+
+    with training_lock(args.out):
+        folder = args.out / "autoencoder"
+        replace = plan_start(args.out, "autoencoder", folder, resume=False, overwrite=args.overwrite)
+        return _import_autoencoder(args, load_diffusers_autoencoder(args.source), replace)
+
+
+def _import_autoencoder(args: argparse.Namespace, ae: Autoencoder, replace: bool) -> str:
+    from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
     from latentdiff.data.load import load_dataset
     from latentdiff.training.distributed import resolve_device
+    from latentdiff.training.run_folder import clear_stage
 
-    ae = load_diffusers_autoencoder(args.source).to(resolve_device(args.device))
+    ae = ae.to(resolve_device(args.device))
     note = f"kept the scale factor of {args.source}/config.json: {ae.scale_factor}"
     if args.data:
         data = load_dataset(
@@ -210,6 +238,8 @@ def cmd_import_autoencoder(args: argparse.Namespace) -> str:
         stats = compute_latent_stats(ae, data, args.stats_images)
         apply_latent_stats(ae, stats)
         note = f"latent scale {ae.scale_factor} measured over {stats['num_images']} images of {args.data}"
+    if replace:
+        clear_stage(args.out, "autoencoder", args.out / "autoencoder")
     folder = ae.save_pretrained(args.out / "autoencoder")
     return f"autoencoder: {folder}\n{note}"
 

@@ -174,14 +174,19 @@ def save_model_folder(
     config: dict[str, Any],
     state: dict[str, torch.Tensor],
     ema_state: dict[str, torch.Tensor] | None = None,
+    extra_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `config.json`, `model.safetensors` and optionally `ema.safetensors` atomically."""
+    """Write `config.json`, `model.safetensors` and optionally `ema.safetensors` atomically; `extra_json`
+    maps further file names to objects written as JSON in the same atomic step (records that must never
+    be separated from the weights, e.g. the hash of the autoencoder a backbone was trained on)."""
     path = Path(path)
     with atomic_dir(path) as tmp:
         write_json(config, tmp / CONFIG_FILE)
         save_tensors(state, tmp / MODEL_FILE)
         if ema_state is not None:
             save_tensors(ema_state, tmp / EMA_FILE)
+        for name, obj in (extra_json or {}).items():
+            write_json(obj, tmp / name)
     return path
 
 

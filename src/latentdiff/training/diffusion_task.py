@@ -24,6 +24,7 @@ from latentdiff.diffusion.noise_levels import sample_noise_levels
 from latentdiff.diffusion.preconditioning import Preconditioning, per_sample
 from latentdiff.diffusion.schedule import NoiseSchedule
 from latentdiff.diffusion.weighting import diffusion_loss, loss_weight
+from latentdiff.io.autoencoder_record import RECORD_FILE, autoencoder_record
 from latentdiff.io.checkpoint import save_model_folder
 from latentdiff.nets.conditioning import drop_condition
 from latentdiff.training.batching import BatchRandom
@@ -43,6 +44,7 @@ class DiffusionTask:
         sample_steps: int = 20,
         guidance_scale: float = 2.0,
         name: str = "unet",
+        autoencoder_hash: str | None = None,
     ) -> None:
         missing = [k for k in backbone.cond_keys if k not in cond_dropout]
         if missing:
@@ -55,6 +57,8 @@ class DiffusionTask:
         self.cond_dropout = {k: float(cond_dropout[k]) for k in self.cond_keys}
         self.sampler, self.sample_steps, self.guidance_scale = sampler, sample_steps, guidance_scale
         self.grid_nrow = 8
+        # saved with every copy of the backbone: whose latents it learned (io.autoencoder_record)
+        self.autoencoder_hash = autoencoder_hash
 
     def extra_modules(self) -> dict[str, tuple[nn.Module, OptimizerSpec]]:
         return {}
@@ -117,7 +121,9 @@ class DiffusionTask:
     def save_model(
         self, path: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None
     ) -> None:
-        save_model_folder(path, self.model.config_dict(), model_state, ema_state)
+        ae_hash = self.autoencoder_hash
+        record = None if ae_hash is None else {RECORD_FILE: autoencoder_record(ae_hash)}
+        save_model_folder(path, self.model.config_dict(), model_state, ema_state, extra_json=record)
 
     @torch.no_grad()
     def samples(self, model: nn.Module, step: int) -> torch.Tensor | None:

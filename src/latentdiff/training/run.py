@@ -27,6 +27,13 @@ from latentdiff.training.batching import mix_seed
 from latentdiff.training.diffusion_task import DiffusionTask
 from latentdiff.training.distributed import barrier, init_distributed
 from latentdiff.training.loop import Trainer
+from latentdiff.training.run_folder import (
+    RunFolderError,
+    check_resume_autoencoder,
+    clear_stage,
+    has_trained_weights,
+    plan_start,
+)
 from latentdiff.training.run_lock import training_lock
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
 
@@ -110,29 +117,40 @@ def finalize_autoencoder(
 
 
 def train_autoencoder(
-    stage: AutoencoderStage, run_dir: str | Path, resume: bool = False, progress: bool = True
+    stage: AutoencoderStage,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Stage 1 into `run_dir/autoencoder/`; returns that folder. The run folder is locked for the whole
-    stage (`run_lock`)."""
+    """Stage 1 into `run_dir/autoencoder/`; returns that folder.
+
+    The run folder is locked for the whole stage (`run_lock`). A folder that already holds a trained
+    autoencoder (or its checkpoints) is continued with `resume` or replaced from scratch with `overwrite`,
+    never otherwise (`run_folder`)."""
     run_dir = Path(run_dir)
     init_distributed(stage.train.device)
     with training_lock(run_dir):
-        return _train_autoencoder(stage, run_dir, resume, progress)
+        return _train_autoencoder(stage, run_dir, resume, progress, overwrite)
 
 
-def _train_autoencoder(stage: AutoencoderStage, run_dir: Path, resume: bool, progress: bool) -> Path:
+def _train_autoencoder(
+    stage: AutoencoderStage, run_dir: Path, resume: bool, progress: bool, overwrite: bool
+) -> Path:
     dist = init_distributed(stage.train.device)
+    identity = stage.model.kind == "identity"  # nothing to resume: it has no training
+    fresh = plan_start(run_dir, "autoencoder", run_dir / "autoencoder", resume and not identity, overwrite)
     data = load_training_data(stage.data)
     fill: dict[str, Any] = {"in_channels": data.channels, "resolution": data.resolution}
     if stage.model.kind == "identity":
         fill["latent_channels"] = data.channels
     stage = dataclasses.replace(stage, model=dataclasses.replace(stage.model, **fill))
-    record_config(run_dir, "autoencoder_stage", stage)
     folder = run_dir / "autoencoder"
     with seeded_init(stage.train.seed, "autoencoder"):
         model = Autoencoder(stage.model)
     if stage.model.kind == "identity":
         if dist.is_main:  # nothing to train: the pixel-space baseline only needs its statistics
+            _start_autoencoder(run_dir, stage, fresh)
             model.save_pretrained(folder)
             finalize_autoencoder(folder, data, stage, dist.device)
         barrier()
@@ -140,11 +158,29 @@ def _train_autoencoder(stage: AutoencoderStage, run_dir: Path, resume: bool, pro
     eval_data = held_out_data(stage.data, data)
     with seeded_init(stage.train.seed, "discriminator"):
         task = AutoencoderTask(model, stage.loss, data, eval_data)
-    Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
+    trainer = Trainer(task, stage.train, run_dir, progress=progress)
+    if dist.is_main:
+        _start_autoencoder(run_dir, stage, fresh)
+    barrier()
+    trainer.fit(resume=resume)
     if dist.is_main:
         finalize_autoencoder(folder, data, stage, dist.device)
     barrier()
     return folder
+
+
+def _start_autoencoder(run_dir: Path, stage: AutoencoderStage, fresh: bool) -> None:
+    """The first writes of Stage 1, once every check has passed (rank 0)."""
+    if fresh:
+        clear_stage(run_dir, "autoencoder", run_dir / "autoencoder")
+        backbone = find_backbone_folder(run_dir)
+        if backbone is not None:
+            log.warning(
+                "%s was trained on the autoencoder being replaced: sampling refuses the pair until it is "
+                "trained again (train-diffusion --overwrite)",
+                backbone,
+            )
+    record_config(run_dir, "autoencoder_stage", stage)
 
 
 def _copy_autoencoder(src: Path, dst: Path) -> None:
@@ -206,15 +242,20 @@ def train_diffusion(
     latents: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Stage 2 into `run_dir/<backbone>/`. The autoencoder (default `run_dir/autoencoder`) is copied into the
-    run folder so that it alone holds everything needed to sample. The run folder is locked for the whole
-    stage (`run_lock`)."""
+    run folder so that it alone holds everything needed to sample, once every check has passed; the
+    backbone records that autoencoder's hash (`io.autoencoder_record`).
+
+    The run folder is locked for the whole stage. A trained backbone (or its checkpoints) is continued
+    with `resume` or replaced from scratch with `overwrite`, never otherwise; so is an autoencoder in the
+    run folder other than `autoencoder`."""
     run_dir = Path(run_dir)
     check_backbone_sections(stage)
     init_distributed(stage.train.device)
     with training_lock(run_dir):
-        return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress)
+        return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress, overwrite)
 
 
 def _train_diffusion(
@@ -224,6 +265,7 @@ def _train_diffusion(
     latents: str | Path | None,
     resume: bool,
     progress: bool,
+    overwrite: bool,
 ) -> Path:
     dist = init_distributed(stage.train.device)
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
@@ -238,10 +280,21 @@ def _train_diffusion(
             f"no autoencoder at {ae_src}: train one with `latentdiff train-autoencoder --out {run_dir}` "
             "or pass --autoencoder DIR"
         )
-    if dist.is_main:
-        _copy_autoencoder(ae_src, run_dir / "autoencoder")
-    barrier()
-    ae = Autoencoder.from_pretrained(run_dir / "autoencoder").to(dist.device).eval()
+    fresh = plan_start(run_dir, stage.backbone, run_dir / stage.backbone, resume, overwrite)
+    ae = Autoencoder.from_pretrained(ae_src).to(dist.device).eval()
+    ae_hash = ae.hash()
+    if resume:
+        check_resume_autoencoder(run_dir, stage.backbone, ae_src, ae_hash)
+    ae_dst = run_dir / "autoencoder"
+    copy_ae = ae_src.resolve() != ae_dst.resolve()
+    if copy_ae and not overwrite and has_trained_weights(ae_dst):
+        if Autoencoder.from_pretrained(ae_dst).hash() == ae_hash:
+            copy_ae = False  # the same autoencoder is already there
+        else:
+            raise RunFolderError(
+                f"{ae_dst} holds another trained autoencoder than {ae_src}: pass --overwrite to replace it "
+                "(and any backbone trained on it), or train into another --out folder"
+            )
     cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress)
     # a VQ cache stores (h, w) code indices; the backbone sees the looked-up code vectors
     c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
@@ -250,10 +303,6 @@ def _train_diffusion(
         raise ValueError(f"conditional=yes, but the latent cache {cache.path} holds no class labels")
     net_cfg = backbone_config(stage, c, h, cache.num_classes if use_labels else 0)
     stage = dataclasses.replace(stage, **{stage.backbone: net_cfg})
-    record_config(run_dir, "diffusion_stage", stage)
-    if dist.is_main:
-        write_json(to_dict(stage.diffusion), run_dir / SCHEDULER_FILE)
-        write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
     with seeded_init(stage.train.seed, "backbone"):
         backbone = build_backbone(stage.backbone, net_cfg)
     task = DiffusionTask(
@@ -267,6 +316,17 @@ def _train_diffusion(
         stage.sample_steps,
         stage.sample_guidance,
         name=stage.backbone,
+        autoencoder_hash=ae_hash,
     )
-    Trainer(task, stage.train, run_dir, progress=progress).fit(resume=resume)
+    trainer = Trainer(task, stage.train, run_dir, progress=progress)
+    if dist.is_main:  # every check has passed: now the run folder changes
+        if fresh or (copy_ae and overwrite):
+            clear_stage(run_dir, stage.backbone, run_dir / stage.backbone)
+        if copy_ae:
+            _copy_autoencoder(ae_src, ae_dst)
+        record_config(run_dir, "diffusion_stage", stage)
+        write_json(to_dict(stage.diffusion), run_dir / SCHEDULER_FILE)
+        write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
+    barrier()
+    trainer.fit(resume=resume)
     return run_dir / stage.backbone
