@@ -264,3 +264,64 @@ def test_a_lock_without_flock_is_judged_by_pid_and_host(tmp_path):
     assert RunLock._stale({"pid": dead.pid, "host": here})
     assert not RunLock._stale({"pid": os.getpid(), "host": here})
     assert not RunLock._stale({"pid": dead.pid, "host": here + "-elsewhere"})
+
+
+# ------------------------------------------------------------------- finding 5: a refusal changes nothing
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"precision": "fp16"}, "fp16 is not supported on cpu"),
+        ({"batch_size": 4000}, "fewer than one batch of 4000"),
+        ("resolution", r"data.resolution=7: .* f=2, so the image side must be a multiple of 2"),
+    ],
+)
+@pytest.mark.parametrize("where", ["new folder", "trained folder, --overwrite"])
+def test_refused_stage1_leaves_the_run_folder_as_it_was(ae_run, tmp_path, change, message, where):
+    run = tmp_path / "new" if where == "new folder" else ae_run
+    stage = ae_stage()
+    if change == "resolution":
+        stage = dataclasses.replace(stage, data=dataclasses.replace(stage.data, resolution=7))
+    else:
+        stage = dataclasses.replace(stage, train=dataclasses.replace(stage.train, **change))
+    before = snapshot(run)
+    with pytest.raises(ValueError, match=message):
+        train_autoencoder(
+            stage, run, progress=False, **({} if where == "new folder" else {"overwrite": True})
+        )
+    assert snapshot(run) == before
+    assert run.exists() == (where != "new folder")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"precision": "fp16"}, "fp16 is not supported on cpu"),
+        ({"batch_size": 4000}, "fewer than one batch of 4000"),
+        ("resolution", r"data.resolution=7: .* f=2"),
+    ],
+)
+def test_refused_stage2_leaves_the_run_folder_as_it_was(ae_run, change, message):
+    stage = dm_stage()
+    if change == "resolution":
+        stage = dataclasses.replace(stage, data=dataclasses.replace(stage.data, resolution=7))
+    else:
+        stage = dataclasses.replace(stage, train=dataclasses.replace(stage.train, **change))
+    before = snapshot(ae_run)
+    with pytest.raises(ValueError, match=message):
+        train_diffusion(stage, ae_run, progress=False)
+    assert snapshot(ae_run) == before
+
+
+def test_a_changed_model_config_on_resume_is_refused_in_a_few_lines_naming_the_keys(ae_run):
+    stage = ae_stage(steps=6)
+    model = dataclasses.replace(stage.model, base_channels=8, latent_channels=2)
+    before = snapshot(ae_run)
+    with pytest.raises(RunFolderError) as err:
+        train_autoencoder(dataclasses.replace(stage, model=model), ae_run, resume=True, progress=False)
+    message = str(err.value)
+    assert "base_channels: 16 in the checkpoint, 8 now" in message
+    assert "latent_channels: 4 in the checkpoint, 2 now" in message
+    assert "in 2 setting(s)" in message and len(message) < 800 and len(message.splitlines()) <= 5
+    assert snapshot(ae_run) == before  # config.yaml not rewritten

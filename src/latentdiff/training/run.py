@@ -27,9 +27,13 @@ from latentdiff.training.batching import mix_seed
 from latentdiff.training.diffusion_task import DiffusionTask
 from latentdiff.training.distributed import barrier, init_distributed
 from latentdiff.training.loop import Trainer
+from latentdiff.training.precision import autocast_context
 from latentdiff.training.run_folder import (
     RunFolderError,
+    check_batch_fits,
+    check_data_fits,
     check_resume_autoencoder,
+    check_resume_config,
     clear_stage,
     has_trained_weights,
     plan_start,
@@ -127,7 +131,7 @@ def train_autoencoder(
 
     The run folder is locked for the whole stage (`run_lock`). A folder that already holds a trained
     autoencoder (or its checkpoints) is continued with `resume` or replaced from scratch with `overwrite`,
-    never otherwise (`run_folder`)."""
+    never otherwise; every check runs before `config.yaml` or anything else is written (`run_folder`)."""
     run_dir = Path(run_dir)
     init_distributed(stage.train.device)
     with training_lock(run_dir):
@@ -138,6 +142,7 @@ def _train_autoencoder(
     stage: AutoencoderStage, run_dir: Path, resume: bool, progress: bool, overwrite: bool
 ) -> Path:
     dist = init_distributed(stage.train.device)
+    autocast_context(dist.device, stage.train.precision)  # e.g. fp16 on a CPU: refused before any work
     identity = stage.model.kind == "identity"  # nothing to resume: it has no training
     fresh = plan_start(run_dir, "autoencoder", run_dir / "autoencoder", resume and not identity, overwrite)
     data = load_training_data(stage.data)
@@ -148,6 +153,7 @@ def _train_autoencoder(
     folder = run_dir / "autoencoder"
     with seeded_init(stage.train.seed, "autoencoder"):
         model = Autoencoder(stage.model)
+    check_data_fits(model.config, data.resolution, data.channels, "being trained")
     if stage.model.kind == "identity":
         if dist.is_main:  # nothing to train: the pixel-space baseline only needs its statistics
             _start_autoencoder(run_dir, stage, fresh)
@@ -159,6 +165,9 @@ def _train_autoencoder(
     with seeded_init(stage.train.seed, "discriminator"):
         task = AutoencoderTask(model, stage.loss, data, eval_data)
     trainer = Trainer(task, stage.train, run_dir, progress=progress)
+    check_batch_fits(task.num_items(), stage.train.batch_size, stage.train.seed)
+    if resume:
+        check_resume_config(run_dir, "autoencoder", model.config_dict())
     if dist.is_main:
         _start_autoencoder(run_dir, stage, fresh)
     barrier()
@@ -198,9 +207,11 @@ def prepare_latents(
     latents: str | Path | None,
     device: torch.device,
     progress: bool = True,
+    autoencoder_folder: str | Path = "autoencoder",
 ) -> LatentCache:
     """The latent cache Stage 2 trains on: the given one (checked against the autoencoder), else
-    `run_dir/latents`, encoded now unless a cache made by this same autoencoder is already there."""
+    `run_dir/latents`, encoded now unless a cache made by this same autoencoder is already there (the data
+    is checked against the autoencoder, named `autoencoder_folder` in errors, before encoding)."""
     ae_hash = ae.hash()
     if latents is not None:
         cache = LatentCache(latents)
@@ -214,6 +225,9 @@ def prepare_latents(
             return cache
         log.info("the latent cache %s belongs to another autoencoder: encoding again", path)
     data = load_training_data(stage.data, flip=False)
+    check_data_fits(ae.config, data.resolution, data.channels, autoencoder_folder)
+    rows = len(data) * (2 if stage.data.flip else 1)
+    check_batch_fits(rows, stage.train.batch_size, stage.train.seed)  # before minutes of encoding
     return encode_dataset(
         ae, data, path, stage.encode_batch_size, flip=stage.data.flip, device=device, progress=progress
     )
@@ -250,7 +264,8 @@ def train_diffusion(
 
     The run folder is locked for the whole stage. A trained backbone (or its checkpoints) is continued
     with `resume` or replaced from scratch with `overwrite`, never otherwise; so is an autoencoder in the
-    run folder other than `autoencoder`."""
+    run folder other than `autoencoder`. An autoencoder whose latent statistics were never measured is
+    refused."""
     run_dir = Path(run_dir)
     check_backbone_sections(stage)
     init_distributed(stage.train.device)
@@ -268,6 +283,7 @@ def _train_diffusion(
     overwrite: bool,
 ) -> Path:
     dist = init_distributed(stage.train.device)
+    autocast_context(dist.device, stage.train.precision)  # e.g. fp16 on a CPU: refused before any work
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
     if existing is not None and existing.name != stage.backbone:
         raise ValueError(
@@ -295,7 +311,7 @@ def _train_diffusion(
                 f"{ae_dst} holds another trained autoencoder than {ae_src}: pass --overwrite to replace it "
                 "(and any backbone trained on it), or train into another --out folder"
             )
-    cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress)
+    cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress, ae_src)
     # a VQ cache stores (h, w) code indices; the backbone sees the looked-up code vectors
     c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
     use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
@@ -319,6 +335,9 @@ def _train_diffusion(
         autoencoder_hash=ae_hash,
     )
     trainer = Trainer(task, stage.train, run_dir, progress=progress)
+    check_batch_fits(task.num_items(), stage.train.batch_size, stage.train.seed)
+    if resume:
+        check_resume_config(run_dir, stage.backbone, backbone.config_dict())
     if dist.is_main:  # every check has passed: now the run folder changes
         if fresh or (copy_ae and overwrite):
             clear_stage(run_dir, stage.backbone, run_dir / stage.backbone)

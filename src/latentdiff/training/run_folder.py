@@ -4,6 +4,9 @@
   `trainer_state/<stage>/` holds checkpoints, starts from scratch only with `overwrite` (which then deletes
   them, so no checkpoint of the old run outlives it and a later resume continues the new one) and
   continues only with `resume`.
+- A refused command changes nothing: every check here only reads, and the stages call them all before
+  writing `config.yaml` or anything else.
+- A changed model configuration on resume is refused naming the keys that differ.
 """
 
 from __future__ import annotations
@@ -11,12 +14,19 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
+from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.io.autoencoder_record import check_autoencoder_pair
 from latentdiff.io.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, read_json
 from latentdiff.training import trainer_state as ckpt
+from latentdiff.training.batching import GlobalBatchSampler
 
 log = logging.getLogger(__name__)
+
+# set after training from data (autoencoder/stats.py): not part of what a resumed run must agree on
+_MEASURED_KEYS = ("scale_factor", "shift_factor", "latent_stats_images")
+_SHOWN_DIFFERENCES = 6
 
 
 class RunFolderError(RuntimeError):
@@ -73,6 +83,44 @@ def clear_stage(run_dir: Path, stage: str, model_folder: Path) -> None:
             log.warning("--overwrite: deleted %s of the earlier run", path)
 
 
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """`key: saved value → current value` for every top-level key that differs (keys in `ignore` skipped)."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        if key in ignore or key in ("format", "version"):
+            continue
+        old, new = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if old != new:
+            lines.append(f"{key}: {old!r} in the checkpoint, {new!r} now")
+    return lines
+
+
+def check_resume_config(run_dir: Path, stage: str, current: dict[str, Any]) -> Path | None:
+    """Before a resume writes anything: the latest checkpoint's model configuration must be `current`
+    (the `config_dict()` of the model as configured now). Returns that checkpoint (None when there is none);
+    raises `RunFolderError` listing the keys that differ."""
+    latest = ckpt.latest_checkpoint(ckpt.checkpoint_root(run_dir, stage))
+    if latest is None:
+        return None
+    config_path = latest / "model" / CONFIG_FILE
+    saved = read_json(config_path)
+    differences = config_differences(saved, current, ignore=_MEASURED_KEYS)
+    if differences:
+        shown = differences[:_SHOWN_DIFFERENCES]
+        if len(differences) > len(shown):
+            shown.append(f"... and {len(differences) - len(shown)} more")
+        raise RunFolderError(
+            f"cannot resume {run_dir}: the {stage} configured now differs from its checkpoint "
+            f"({config_path}) in {len(differences)} setting(s):\n  "
+            + ";\n  ".join(shown)
+            + f".\nResume with the settings the run was started with (--config {run_dir / 'config.yaml'}), "
+            "or start again with --overwrite"
+        )
+    return latest
+
+
 def check_resume_autoencoder(run_dir: Path, stage: str, autoencoder: Path, autoencoder_hash: str) -> None:
     """Before a Stage 2 resume touches anything (latents included): its latest checkpoint must have been
     trained on this autoencoder (`io.autoencoder_record`; a checkpoint without the record passes with a
@@ -81,3 +129,24 @@ def check_resume_autoencoder(run_dir: Path, stage: str, autoencoder: Path, autoe
     if latest is not None:
         remedy = "Resume with the autoencoder it was trained on, or start again with --overwrite"
         check_autoencoder_pair(latest / "model", autoencoder, autoencoder_hash, remedy)
+
+
+def check_batch_fits(num_items: int, batch_size: int, seed: int) -> None:
+    """One global batch must fit in the data (the sampler's own check, run before anything is written)."""
+    GlobalBatchSampler(num_items, batch_size, seed)
+
+
+def check_data_fits(ae: AutoencoderConfig, resolution: int, channels: int, autoencoder: str | Path) -> None:
+    """Images of `resolution`² px with `channels` channels must go through the autoencoder `ae`."""
+    if channels != ae.in_channels:
+        raise ValueError(
+            f"the data has {channels} channel(s), but the autoencoder {autoencoder} takes {ae.in_channels}: "
+            f"pass --channels {ae.in_channels} (= --set data.channels={ae.in_channels})"
+        )
+    f = 1 if ae.kind == "identity" else 2 ** (len(ae.channel_mult) - 1)
+    if resolution % f:
+        fits = max(f, resolution - resolution % f)
+        raise ValueError(
+            f"data.resolution={resolution}: the autoencoder {autoencoder} downsamples by f={f}, so the image "
+            f"side must be a multiple of {f} (e.g. --resolution {fits})"
+        )
