@@ -31,6 +31,7 @@ from conftest import tiny_autoencoder_stage, tiny_diffusion_stage
 
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.autoencoder.stats import apply_latent_stats
+from latentdiff.cli import main
 from latentdiff.io.autoencoder_record import RECORD_FILE
 from latentdiff.io.checkpoint import CheckpointError, load_tensors, read_json, save_tensors
 from latentdiff.pipeline import LatentDiffusionPipeline
@@ -325,3 +326,41 @@ def test_a_changed_model_config_on_resume_is_refused_in_a_few_lines_naming_the_k
     assert "latent_channels: 4 in the checkpoint, 2 now" in message
     assert "in 2 setting(s)" in message and len(message) < 800 and len(message.splitlines()) <= 5
     assert snapshot(ae_run) == before  # config.yaml not rewritten
+
+
+# ------------------------------------------------------------- finding 6: Stage 2 needs a finished Stage 1
+
+
+def test_stage2_refuses_an_unfinished_autoencoder_and_the_named_command_finishes_it(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("Ctrl-C while measuring the latent statistics")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "finalize_autoencoder", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_autoencoder(ae_stage(), run, progress=False)
+    assert read_json(run / "autoencoder" / "config.json")["latent_stats_images"] == 0
+
+    before = snapshot(run)
+    with pytest.raises(RunFolderError) as err:
+        train_diffusion(dm_stage(), run, progress=False)
+    message = str(err.value)
+    assert "latent statistics were never measured" in message
+    command = f"latentdiff train-autoencoder --out {run} --resume --config {run / 'config.yaml'}"
+    assert f"`{command}`" in message
+    assert snapshot(run) == before
+    # the same refusal for the autoencoder given from another folder
+    with pytest.raises(RunFolderError, match="never measured"):
+        train_diffusion(dm_stage(), tmp_path / "other_run", autoencoder=run / "autoencoder", progress=False)
+    assert not (tmp_path / "other_run").exists()
+
+    # the named command finishes Stage 1 (no step left to train: it measures the statistics) ...
+    code = main(["-q", *command.split()[1:]])
+    assert code == 0
+    assert read_json(run / "autoencoder" / "config.json")["latent_stats_images"] == 64
+    assert [s for s, _ in list_checkpoints(checkpoint_root(run, "autoencoder"))] == [2, 4]
+    # ... after which Stage 2 trains on it
+    train_diffusion(dm_stage(), run, progress=False)
+    assert (run / "unet" / RECORD_FILE).is_file()

@@ -32,6 +32,7 @@ from latentdiff.training.run_folder import (
     RunFolderError,
     check_batch_fits,
     check_data_fits,
+    check_latent_stats,
     check_resume_autoencoder,
     check_resume_config,
     clear_stage,
@@ -298,6 +299,7 @@ def _train_diffusion(
         )
     fresh = plan_start(run_dir, stage.backbone, run_dir / stage.backbone, resume, overwrite)
     ae = Autoencoder.from_pretrained(ae_src).to(dist.device).eval()
+    check_latent_stats(ae.config, ae_src)
     ae_hash = ae.hash()
     if resume:
         check_resume_autoencoder(run_dir, stage.backbone, ae_src, ae_hash)

@@ -7,6 +7,7 @@
 - A refused command changes nothing: every check here only reads, and the stages call them all before
   writing `config.yaml` or anything else.
 - A changed model configuration on resume is refused naming the keys that differ.
+- Stage 2 refuses an autoencoder whose latent statistics were never measured.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.io.autoencoder_record import check_autoencoder_pair
@@ -150,3 +153,38 @@ def check_data_fits(ae: AutoencoderConfig, resolution: int, channels: int, autoe
             f"data.resolution={resolution}: the autoencoder {autoencoder} downsamples by f={f}, so the image "
             f"side must be a multiple of {f} (e.g. --resolution {fits})"
         )
+
+
+def _is(value: float | list[float], default: float) -> bool:
+    return all(v == default for v in value) if isinstance(value, list | tuple) else value == default
+
+
+def latent_stats_missing(ae: AutoencoderConfig) -> bool:
+    """True when the latent scale and shift were neither measured (`latent_stats_images` 0) nor given
+    (still 1 and 0): the state of an autoencoder whose Stage 1 stopped before `finalize_autoencoder`.
+    An imported autoencoder that kept the scale factor of its source passes."""
+    return ae.latent_stats_images == 0 and _is(ae.scale_factor, 1.0) and _is(ae.shift_factor, 0.0)
+
+
+def check_latent_stats(ae: AutoencoderConfig, folder: Path) -> None:
+    """Stage 2 refuses an autoencoder whose latent statistics were never measured, naming the command
+    that measures them (resuming its Stage 1, which finishes training and then measures them)."""
+    if not latent_stats_missing(ae):
+        return
+    run = folder.parent
+    settings = run / "config.yaml"
+    started = ""
+    if settings.is_file():
+        try:
+            recorded = (yaml.safe_load(settings.read_text()) or {}).get("autoencoder_stage")
+        except yaml.YAMLError:
+            recorded = None
+        if recorded:
+            started = f" --config {settings}"
+    raise RunFolderError(
+        f"{folder} is an unfinished Stage 1: its latent statistics were never measured (latent_stats_images "
+        f"0, scale_factor 1, in {folder / CONFIG_FILE}), so Stage 2 would train on unscaled latents: its "
+        "training stopped (Ctrl-C or killed) before measuring them. Finish it with "
+        f"`latentdiff train-autoencoder --out {run} --resume{started}` (the settings it was started with), "
+        "then train Stage 2"
+    )
