@@ -39,6 +39,9 @@ ARGV = [
 def _env(**hooks: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAGE_RUN_")}
     env.update({"OMP_NUM_THREADS": "1", TIMEOUT_ENV: str(TIMEOUT_S)}, **hooks)
+    # torchrun shares its rendezvous store with the workers by default, and a restarted worker can then read
+    # the address a dead one left there (pytorch/pytorch#135712): a store per restart, as the README says
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     return env
 
 
@@ -211,3 +214,17 @@ def test_a_bad_collective_timeout_is_refused_naming_the_variable(monkeypatch, va
         collective_timeout()
     monkeypatch.setenv(TIMEOUT_ENV, "2.5")
     assert collective_timeout().total_seconds() == 2.5
+
+
+def test_restarts_over_the_shared_agent_store_are_recognised(monkeypatch):
+    from latentdiff.training.distributed import restarts_share_the_agent_store
+
+    cases = [("True", "3", True), ("True", "0", False), ("False", "3", False), (None, None, False)]
+    for shared, restarts, expected in cases:
+        env = {"TORCHELASTIC_USE_AGENT_STORE": shared, "TORCHELASTIC_MAX_RESTARTS": restarts}
+        for name, value in env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert restarts_share_the_agent_store() is expected, (shared, restarts)

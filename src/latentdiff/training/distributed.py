@@ -99,9 +99,23 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(dev)
         dist.init_process_group(backend=backend, timeout=collective_timeout())
         log.info("rank %d/%d joined the %s process group on %s", rank, world, backend, dev)
+        if rank == 0 and restarts_share_the_agent_store():
+            log.warning(
+                "torchrun --max-restarts with the rendezvous store shared by the workers: a restarted "
+                "process can read the address a dead one left there and fail to connect "
+                "(pytorch/pytorch#135712). Start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1."
+            )
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def restarts_share_the_agent_store() -> bool:
+    """Whether torchrun may restart this process (`--max-restarts` > 0) while its workers share the
+    agent's rendezvous store, which keeps the previous attempt's keys (TORCH_DISABLE_SHARE_RDZV_TCP_STORE
+    unset)."""
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return shared and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
 
 
 def barrier() -> None:
