@@ -125,18 +125,22 @@ def test_two_node_launch_trains_as_one_process_with_the_same_global_batch(refere
         torch.testing.assert_close(two[k], single[k], rtol=0, atol=2e-4, msg=k)
 
 
-def test_killed_rank_stops_the_other_with_a_clear_message_then_the_run_resumes(reference, tmp_path):
+@pytest.mark.parametrize("killed_rank", [1, 0])  # rank 0 also hosts the workers' store
+def test_killed_rank_stops_the_other_with_a_clear_message_then_the_run_resumes(
+    reference, tmp_path, killed_rank
+):
     run, marker = tmp_path / "run", tmp_path / "killed"
     codes, logs, last_exit = launch_two_nodes(
         run,
         tmp_path / "killed_logs",
         STAGE_RUN_KILL_AT="7",
-        STAGE_RUN_KILL_RANK="1",
+        STAGE_RUN_KILL_RANK=str(killed_rank),
         STAGE_RUN_KILL_ONCE=str(marker),
     )
     assert marker.exists() and all(code != 0 for code in codes), codes
     both = "\n".join(logs)
-    assert "process 0 of 2 stopped at step 8: another process of the run died" in both, both[-4000:]
+    survivor = 1 - killed_rank
+    assert f"process {survivor} of 2 stopped at step 8: another process of the run died" in both, both[-4000:]
     assert f"Last checkpoint: {checkpoint_root(run, 'autoencoder') / 'step_00000006'}" in both
     # both nodes are down within the collective timeout of the kill (not torch's default 30 minutes)
     assert last_exit - marker.stat().st_mtime < TIMEOUT_S + 15
