@@ -124,7 +124,7 @@ def measure(name: str, minutes: float, retrain: bool) -> dict:
             retrain = True
     if retrain or not marker.is_file():
         start = time.perf_counter()
-        train_autoencoder(cfg, run_dir)
+        train_autoencoder(cfg, run_dir, overwrite=True)
         stage_minutes = (time.perf_counter() - start) / 60
         marker.write_text(json.dumps({"config": to_dict(cfg), "train_minutes": stage_minutes}))
     ae = Autoencoder.from_pretrained(run_dir / "autoencoder")

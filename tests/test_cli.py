@@ -432,6 +432,13 @@ def test_demo_tiny_preset_writes_the_three_results_and_reuses_stages(capsys, tmp
     code, text, err = run(capsys, "demo", "--preset", "tiny", "--out", str(out))
     assert code == 0, err
     assert "reused from an earlier run" in (out / "report.md").read_text()
+    # a changed configuration trains both stages again in the same folder (Stage 2 because its autoencoder
+    # changed), instead of being refused as a changed resume
+    weights = {p: (out / p).read_bytes() for p in ("autoencoder/model.safetensors", "unet/model.safetensors")}
+    code, text, err = run(capsys, "demo", "--preset", "tiny", "--out", str(out), "--seed", "1")
+    assert code == 0, err
+    assert "reused from an earlier run" not in (out / "report.md").read_text()
+    assert all((out / p).read_bytes() != old for p, old in weights.items())  # trained again, not resumed
 
 
 @pytest.mark.parametrize("kind", ["identity", "vq"])

@@ -136,17 +136,24 @@ def _config_hash(stage: Any) -> str:
     return hashlib.sha256(json.dumps(to_dict(stage), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_stage(run_dir: Path, name: str, stage: Any, train) -> dict[str, Any]:
-    """Train a stage unless a finished one with the same configuration is there; returns its record."""
+def _run_stage(run_dir: Path, name: str, stage: Any, train, stale: bool = False) -> dict[str, Any]:
+    """Train a stage unless a finished one with the same configuration is there; returns its record.
+
+    `train(overwrite)` continues an interrupted stage (`overwrite=False`: resume) or starts it again from
+    scratch when its configuration changed or `stale` (its inputs were retrained) — the demo's own run
+    folder, so replacing what it trained before is what the user asked for by changing it."""
     marker = run_dir / f"{name}.done.json"
+    overwrite = False
     if marker.is_file():
         record = read_json(marker)
-        if record.get("config_hash") == _config_hash(stage):
+        if record.get("config_hash") == _config_hash(stage) and not stale:
             log.info("%s: reusing the finished stage in %s", name, run_dir)
             return {**record, "reused": True}
-        log.info("%s: configuration changed since the last run: training again", name)
+        log.info("%s: configuration or input changed since the last run: training again", name)
+        overwrite = True
+        marker.unlink()
     start = time.perf_counter()
-    train()
+    train(overwrite)
     # the trainer of the autoencoder stage is "autoencoder", of the diffusion stage "unet"
     state, _ = read_checkpoint(
         latest_checkpoint(checkpoint_root(run_dir, "unet" if name == "diffusion" else name))
@@ -171,10 +178,17 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
     ae_stage = dataclasses.replace(ae_stage, train=dataclasses.replace(ae_stage.train, seed=seed))
     dm_stage = dataclasses.replace(dm_stage, train=dataclasses.replace(dm_stage.train, seed=seed))
     stage1 = _run_stage(
-        run_dir, "autoencoder", ae_stage, lambda: train_autoencoder(ae_stage, run_dir, resume=True)
+        run_dir,
+        "autoencoder",
+        ae_stage,
+        lambda fresh: train_autoencoder(ae_stage, run_dir, resume=not fresh, overwrite=fresh),
     )
     stage2 = _run_stage(
-        run_dir, "diffusion", dm_stage, lambda: train_diffusion(dm_stage, run_dir, resume=True)
+        run_dir,
+        "diffusion",
+        dm_stage,
+        lambda fresh: train_diffusion(dm_stage, run_dir, resume=not fresh, overwrite=fresh),
+        stale=not stage1["reused"],
     )
 
     eval_start = time.perf_counter()
