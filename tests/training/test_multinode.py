@@ -142,6 +142,8 @@ def test_killed_rank_stops_the_other_with_a_clear_message_then_the_run_resumes(
     survivor = 1 - killed_rank
     assert f"process {survivor} of 2 stopped at step 8: another process of the run died" in both, both[-4000:]
     assert f"Last checkpoint: {checkpoint_root(run, 'autoencoder') / 'step_00000006'}" in both
+    (line,) = [x for x in both.splitlines() if "latentdiff train-autoencoder: error:" in x]
+    assert ".cc:" not in line.split("error:")[1]  # the transport's reason, without its source file
     # both nodes are down within the collective timeout of the kill (not torch's default 30 minutes)
     assert last_exit - marker.stat().st_mtime < TIMEOUT_S + 15
     assert [s for s, _ in list_checkpoints(checkpoint_root(run, "autoencoder"))] == [3, 6]

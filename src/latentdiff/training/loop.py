@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,10 @@ class Trainer:
 
     def _peer_lost(self, error: Exception) -> PeerLost:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(error).__name__
+        # gloo's "[/path/pair.cc:537] Read error ...: Connection reset by peer. This is typically ..." → the
+        # middle part
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(error).__name__
+        reason = reason.split(". This is typically")[0]
         last = ckpt.latest_checkpoint(self.ckpt_root)
         return PeerLost(
             f"process {self.dist.rank} of {self.dist.world_size} stopped at step {self.step + 1}: another "
