@@ -29,7 +29,7 @@ TIMEOUT_S = 20  # the collective timeout the runs here use: a lost peer must be 
 
 ARGV = [
     "train-autoencoder", "--data", "digits", "--resolution", "8", "--f", "2",
-    "--steps", "8", "--batch-size", "16", "--seed", "3", "--lr", "3e-3",
+    "--steps", "8", "--batch-size", "16", "--seed", "3", "--lr", "3e-3", "--device", "cpu",
     "--set", "model.base_channels=16", "--set", "model.groups=8", "--set", "model.num_res_blocks=1",
     "--set", "model.mid_attention=false", "--set", "stats_images=64", "--set", "data.eval_images=16",
     "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=3", "--set", "train.ema_decay=0.9",

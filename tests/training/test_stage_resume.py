@@ -26,7 +26,7 @@ STEPS, CHECKPOINT_EVERY, KILL_AT = 8, 3, 7  # checkpoints at 3 and 6; killed bef
 
 COMMON = [
     "--data", "digits", "--resolution", "8", "--steps", str(STEPS), "--batch-size", "16", "--seed", "3",
-    "--lr", "3e-3",
+    "--lr", "3e-3", "--device", "cpu",
     "--set", "train.warmup_steps=2", "--set", f"train.checkpoint_every={CHECKPOINT_EVERY}",
     "--set", "train.ema_decay=0.9", "--set", "train.log_every=1",
 ]  # fmt: skip
