@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_autoencoder_stage, tiny_diffusion_stage
 
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.autoencoder.stats import apply_latent_stats
@@ -40,6 +39,20 @@ from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.run_folder import RunFolderError
 from latentdiff.training.run_lock import LOCK_FILE, RunFolderLocked, RunLock
 from latentdiff.training.trainer_state import checkpoint_root, list_checkpoints
+
+
+def _root_conftest():
+    """tests/conftest.py by path: under `pytest tests/` the module name `conftest` may be another folder's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[1] / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny_autoencoder_stage = _root_conftest().tiny_autoencoder_stage
+tiny_diffusion_stage = _root_conftest().tiny_diffusion_stage
 
 
 def ae_stage(steps: int = 4, **train):
