@@ -151,8 +151,13 @@ class LatentDiffusionPipeline:
             raise ValueError(f"got {len(labels)} class labels for {n} images")
         return torch.tensor(labels, dtype=torch.long, device=self.device)
 
-    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, *self.latent_shape), generator=generator, device="cpu").to(self.device)
+    def noise(
+        self, n: int, generator: torch.Generator, device: str | torch.device | None = None
+    ) -> torch.Tensor:
+        """Initial latents drawn on the CPU generator (the same on every device), moved to `device`
+        (default: the pipeline's)."""
+        z = torch.randn((n, *self.latent_shape), generator=generator, device="cpu")
+        return z.to(self.device if device is None else device)
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
         if generator is not None:
@@ -275,12 +280,9 @@ class LatentDiffusionPipeline:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of images >= 1, got {batch_size!r}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        check_guidance_scale(guidance_scale, negative="negative_class_labels")
         g = self._generator(seed, generator)
         conds = self.conditions(class_labels, negative_class_labels, num_images)
-        x_T = torch.randn((num_images, *self.latent_shape), generator=g)  # = self.noise, kept on the CPU
+        x_T = self.noise(num_images, g, device="cpu")  # on the CPU: one batch at a time goes to the device
         batches = range(0, num_images, batch_size)
         for i in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress or len(batches) < 2):
             sl = slice(i, i + batch_size)

@@ -203,6 +203,7 @@ def _copy_autoencoder(src: Path, dst: Path) -> None:
 
 def prepare_latents(
     ae: Autoencoder,
+    ae_hash: str,
     stage: DiffusionStage,
     run_dir: Path,
     latents: str | Path | None,
@@ -212,8 +213,8 @@ def prepare_latents(
 ) -> LatentCache:
     """The latent cache Stage 2 trains on: the given one (checked against the autoencoder), else
     `run_dir/latents`, encoded now unless a cache made by this same autoencoder is already there (the data
-    is checked against the autoencoder, named `autoencoder_folder` in errors, before encoding)."""
-    ae_hash = ae.hash()
+    is checked against the autoencoder, named `autoencoder_folder` in errors, before encoding). `ae_hash` is
+    `ae.hash()`, which the caller has already computed."""
     if latents is not None:
         cache = LatentCache(latents)
         cache.check_autoencoder(ae_hash)
@@ -313,7 +314,7 @@ def _train_diffusion(
                 f"{ae_dst} holds another trained autoencoder than {ae_src}: pass --overwrite to replace it "
                 "(and any backbone trained on it), or train into another --out folder"
             )
-    cache = prepare_latents(ae, stage, run_dir, latents, dist.device, progress, ae_src)
+    cache = prepare_latents(ae, ae_hash, stage, run_dir, latents, dist.device, progress, ae_src)
     # a VQ cache stores (h, w) code indices; the backbone sees the looked-up code vectors
     c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
     use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
