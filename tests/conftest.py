@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny two-stage run on the 8×8 `digits` set, trained once per test session."""
+"""Shared fixtures: a tiny two-stage run on the 8×8 `digits` set, trained once per test session, and the
+device the suite runs on (LATENTDIFF_TEST_DEVICE, default cpu; see suite_device.py)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,36 @@ from latentdiff.diffusion.config import DiffusionConfig
 from latentdiff.nets.unet import UNetConfig
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
+
+if str(Path(__file__).parent) not in sys.path:  # suite_device, also when this file is loaded by path
+    sys.path.insert(0, str(Path(__file__).parent))
+from suite_device import ENV_VAR, TEST_DEVICE, device_problem, on_cuda  # noqa: E402
+
+
+def pytest_configure(config):
+    problem = device_problem(TEST_DEVICE)
+    if problem is not None:
+        raise pytest.UsageError(f"{problem}. Unset {ENV_VAR} to run the suite on the CPU.")
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device a test runs its models and tensors on: torch.device(LATENTDIFF_TEST_DEVICE)."""
+    return torch.device(TEST_DEVICE)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_on_cuda():
+    """On CUDA the suite computes in true fp32: TF32 off for cuDNN convolutions (on by default) and for
+    matmuls, so numerical comparisons (diffusers oracles, batch independence) keep tight tolerances.
+    Nothing changes on the CPU."""
+    if not on_cuda(TEST_DEVICE):
+        yield
+        return
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +74,13 @@ def tiny_autoencoder_stage(**model) -> AutoencoderStage:
         data=TINY_DATA,
         model=AutoencoderConfig(**cfg),
         train=TrainConfig(
-            steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device="cpu"
+            steps=20,
+            batch_size=32,
+            lr=2e-3,
+            warmup_steps=2,
+            checkpoint_every=10,
+            log_every=5,
+            device=TEST_DEVICE,
         ),
         stats_images=500,
     )
@@ -50,7 +88,7 @@ def tiny_autoencoder_stage(**model) -> AutoencoderStage:
 
 def tiny_diffusion_stage(**train) -> DiffusionStage:
     tcfg = dict(
-        steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device="cpu"
+        steps=20, batch_size=32, lr=2e-3, warmup_steps=2, checkpoint_every=10, log_every=5, device=TEST_DEVICE
     )
     tcfg.update(train)
     return DiffusionStage(

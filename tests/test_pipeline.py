@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from suite_device import TEST_DEVICE
 
 from latentdiff.io.checkpoint import CheckpointError
 from latentdiff.pipeline import LatentDiffusionPipeline, slerp
@@ -11,7 +12,7 @@ from latentdiff.pipeline import LatentDiffusionPipeline, slerp
 
 @pytest.fixture(scope="module")
 def pipe(tiny_run):
-    p = LatentDiffusionPipeline.from_pretrained(tiny_run, device="cpu")
+    p = LatentDiffusionPipeline.from_pretrained(tiny_run, device=TEST_DEVICE)
     p.progress = False
     return p
 
@@ -87,7 +88,7 @@ def _pixel_space_pipeline() -> LatentDiffusionPipeline:
             groups=8,
         )
     )
-    p = LatentDiffusionPipeline(ae, unet, DiffusionConfig(), device="cpu")
+    p = LatentDiffusionPipeline(ae, unet, DiffusionConfig(), device=TEST_DEVICE)
     p.progress = False
     return p
 
@@ -145,9 +146,9 @@ def test_slerp_endpoints_and_norm():
 
 
 def test_guidance_one_equals_conditional_model(pipe):
-    labels = torch.tensor([5, 7])
-    x = torch.randn(2, *pipe.latent_shape, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([500, 500])
+    labels = torch.tensor([5, 7]).to(pipe.device)
+    x = torch.randn(2, *pipe.latent_shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
+    t = torch.tensor([500, 500]).to(pipe.device)
     from latentdiff.diffusion.guidance import Denoiser
 
     cond = {"class": labels}
@@ -172,7 +173,7 @@ def test_denoising_trajectory_ends_at_the_sample(pipe):
     frames = pipe.denoising_trajectory(num_images=1, steps=5, at=[0, 4], seed=2)
     assert [f[0] for f in frames] == [0, 4]
     final = pipe(num_images=1, steps=5, seed=2, output_type="pt")
-    torch.testing.assert_close(pipe.decode(frames[-1][2]), final, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pipe.decode(frames[-1][2].to(pipe.device)).cpu(), final, rtol=0, atol=1e-6)
 
 
 def test_missing_run_folder(tmp_path):
@@ -200,8 +201,8 @@ def test_run_folders_written_before_the_backbone_contract_still_load(tiny_run, t
         scheduler.pop(key)
     (old / "scheduler.json").write_text(json.dumps(scheduler))
     args = dict(num_images=3, steps=4, class_labels=[1, 2, 3], guidance_scale=2.0, seed=1, output_type="pt")
-    new_pipe = LatentDiffusionPipeline.from_pretrained(tiny_run, device="cpu")
-    old_pipe = LatentDiffusionPipeline.from_pretrained(old, device="cpu")
+    new_pipe = LatentDiffusionPipeline.from_pretrained(tiny_run, device=TEST_DEVICE)
+    old_pipe = LatentDiffusionPipeline.from_pretrained(old, device=TEST_DEVICE)
     assert torch.equal(old_pipe(**args), new_pipe(**args))
 
 
@@ -256,6 +257,7 @@ def test_bad_batch_size_is_named(pipe, batch_size):
 def test_generate_batches_yields_what_call_returns_one_batch_at_a_time(pipe):
     args = dict(num_images=5, steps=3, seed=4, class_labels=[1, 2, 3, 4, 5], guidance_scale=2.0)
     batches = list(pipe.generate_batches(batch_size=2, **args))
+    # batches come back on the CPU whatever device the pipeline runs on
     assert [len(b) for b in batches] == [2, 2, 1] and all(b.device.type == "cpu" for b in batches)
     assert torch.equal(torch.cat(batches), pipe(batch_size=2, output_type="pt", **args))
 

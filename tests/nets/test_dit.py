@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from suite_device import oracle_tolerance
 
 from latentdiff.config import ConfigError, from_dict
 from latentdiff.io.checkpoint import CheckpointError, load_tensors, save_tensors
@@ -44,6 +45,10 @@ def latents(batch: int = 4, size: int = 8, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 4, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def _on(device: torch.device, cond: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return {k: v.to(device) for k, v in cond.items()} if cond else cond
+
+
 def class_cond(num_classes: int) -> dict[str, torch.Tensor] | None:
     """Labels 0, 1, ... up to the null class `num_classes`; None for an unconditional DiT."""
     return {"class": torch.arange(4).clamp(max=num_classes)} if num_classes else None
@@ -53,23 +58,25 @@ def class_cond(num_classes: int) -> dict[str, torch.Tensor] | None:
 
 
 @pytest.mark.parametrize("num_classes", [3, 0], ids=["class-cond", "uncond"])
-def test_exported_dit_matches_diffusers(tmp_path, num_classes):
+def test_exported_dit_matches_diffusers(tmp_path, num_classes, device):
     diffusers = pytest.importorskip("diffusers")
     ours = randomized(tiny(num_classes=num_classes))
     save_diffusers_dit(ours, tmp_path / "dit")
     theirs = diffusers.DiTTransformer2DModel.from_pretrained(tmp_path / "dit").eval()
     _, state = dit_to_diffusers(ours)
     assert set(state) == set(theirs.state_dict())
-    cond = class_cond(num_classes)
-    labels = cond["class"] if cond else torch.zeros(4, dtype=torch.long)  # diffusers: row 0 = null class
+    ours.to(device)
+    theirs.to(device)
+    cond = _on(device, class_cond(num_classes))
+    labels = cond["class"] if cond else torch.zeros(4, dtype=torch.long, device=device)  # row 0 = null class
     with torch.no_grad():
         for size in (8, 12):  # the training grid, and a larger one (positions spread over its range)
-            x = latents(size=size)
-            for t in (INT_T, FRAC_T):
+            x = latents(size=size).to(device)
+            for t in (INT_T.to(device), FRAC_T.to(device)):
                 out = ours(x, t, cond)
                 assert out.abs().max() > 0.1
                 expected = theirs(x, timestep=t, class_labels=labels).sample
-                torch.testing.assert_close(out, expected, rtol=0, atol=ATOL)
+                torch.testing.assert_close(out, expected, **oracle_tolerance(device, atol=ATOL))
 
 
 @pytest.mark.parametrize("num_classes", [3, 0], ids=["class-cond", "uncond"])
@@ -85,7 +92,7 @@ def test_diffusers_folder_imports_back_identically(tmp_path, num_classes):
 
 
 @pytest.mark.parametrize("num_classes", [3, 0], ids=["class-cond", "uncond"])
-def test_folder_written_by_diffusers_imports(tmp_path, num_classes):
+def test_folder_written_by_diffusers_imports(tmp_path, num_classes, device):
     """A folder diffusers itself writes (its own layout, a non-zero null row for the unconditional model)
     loads into a DiT that computes what diffusers computes."""
     diffusers = pytest.importorskip("diffusers")
@@ -101,11 +108,13 @@ def test_folder_written_by_diffusers_imports(tmp_path, num_classes):
     theirs.save_pretrained(tmp_path / "dit")
     ours = load_diffusers_dit(tmp_path / "dit")
     assert ours.config == tiny(num_classes=num_classes)
-    x, cond = latents(), class_cond(num_classes)
-    labels = cond["class"] if cond else torch.zeros(4, dtype=torch.long)
+    ours.to(device)
+    theirs.to(device)
+    x, cond, t = latents().to(device), _on(device, class_cond(num_classes)), FRAC_T.to(device)
+    labels = cond["class"] if cond else torch.zeros(4, dtype=torch.long, device=device)
     with torch.no_grad():
-        expected = theirs(x, timestep=FRAC_T, class_labels=labels).sample
-        torch.testing.assert_close(ours(x, FRAC_T, cond), expected, rtol=0, atol=ATOL)
+        expected = theirs(x, timestep=t, class_labels=labels).sample
+        torch.testing.assert_close(ours(x, t, cond), expected, **oracle_tolerance(device, atol=ATOL))
 
 
 def test_import_refuses_unshared_embedders(tmp_path):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from diffusers import UNet2DModel
+from suite_device import TEST_DEVICE, oracle_tolerance
 from unet_configs import tiny_unet_config
 
 from latentdiff.io.checkpoint import CheckpointError
@@ -35,14 +36,18 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _compare(ours: UNet, theirs: UNet2DModel, num_classes: int) -> None:
-    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    labels = torch.tensor([0, num_classes - 1, num_classes]) if num_classes else None
+    """Both models on the test device (moved there in place), inputs drawn on the CPU and moved."""
+    device = torch.device(TEST_DEVICE)
+    ours.to(device)
+    theirs.to(device)
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    labels = torch.tensor([0, num_classes - 1, num_classes]).to(device) if num_classes else None
     with torch.no_grad():
         for t in TIMESTEPS:
-            tt = torch.full((3,), t)  # a tensor: diffusers truncates python floats to integers
+            tt = torch.full((3,), t, device=device)  # a tensor: diffusers truncates python floats to integers
             expected = theirs(x, tt, class_labels=labels).sample
             got = ours(x, tt, None if labels is None else {"class": labels})
-            torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
+            torch.testing.assert_close(got, expected, **oracle_tolerance(device, atol=ATOL))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from latentdiff.training.trainer_state import checkpoint_root, list_checkpoints
 HERE = Path(__file__).parent
 TOY = HERE / "toy_task.py"
 sys.path.insert(0, str(HERE))
+from suite_device import TEST_DEVICE  # noqa: E402
 from toy_task import ToyTask  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def _cfg(**kw) -> TrainConfig:
         keep_last=3,
         log_every=1,
         ema_decay=0.9,
-        device="cpu",
+        device="cpu",  # resume tests compare weights bit for bit: cuDNN/atomics are not bit-reproducible
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -88,8 +89,8 @@ def test_kill_9_then_resume_gives_identical_weights(tmp_path):
 
 def test_grad_accumulation_matches_full_batch(tmp_path):
     one, two = ToyTask(), ToyTask()
-    h1 = Trainer(one, _cfg(steps=6), tmp_path / "a", progress=False).fit()
-    h2 = Trainer(two, _cfg(steps=6, grad_accum=2), tmp_path / "b", progress=False).fit()
+    h1 = Trainer(one, _cfg(steps=6, device=TEST_DEVICE), tmp_path / "a", progress=False).fit()
+    h2 = Trainer(two, _cfg(steps=6, grad_accum=2, device=TEST_DEVICE), tmp_path / "b", progress=False).fit()
     l1 = torch.tensor([h["loss"] for h in h1 if "loss" in h])
     l2 = torch.tensor([h["loss"] for h in h2 if "loss" in h])
     torch.testing.assert_close(l1, l2, rtol=0, atol=1e-5)
@@ -99,7 +100,7 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
 
 def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
     task = ToyTask(nan_at=6)
-    trainer = Trainer(task, _cfg(steps=12, checkpoint_every=2), tmp_path, progress=False)
+    trainer = Trainer(task, _cfg(steps=12, checkpoint_every=2, device=TEST_DEVICE), tmp_path, progress=False)
     with pytest.raises(TrainingDiverged, match=r"loss.* became non-finite at step 7.*step_00000006"):
         trainer.fit()
     steps = [s for s, _ in list_checkpoints(checkpoint_root(tmp_path, "toy"))]
@@ -115,13 +116,14 @@ def test_fp16_on_cpu_is_refused(tmp_path):
 
 def test_bf16_autocast_trains(tmp_path):
     task = ToyTask()
-    hist = Trainer(task, _cfg(steps=8, precision="bf16"), tmp_path, progress=False).fit()
+    hist = Trainer(task, _cfg(steps=8, precision="bf16", device=TEST_DEVICE), tmp_path, progress=False).fit()
     losses = [h["loss"] for h in hist if "loss" in h]
     assert losses[-1] < losses[0]
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):
-    Trainer(ToyTask(), _cfg(steps=12, checkpoint_every=2, keep_last=2), tmp_path, progress=False).fit()
+    cfg = _cfg(steps=12, checkpoint_every=2, keep_last=2, device=TEST_DEVICE)
+    Trainer(ToyTask(), cfg, tmp_path, progress=False).fit()
     assert [s for s, _ in list_checkpoints(checkpoint_root(tmp_path, "toy"))] == [10, 12]
 
 
@@ -165,6 +167,7 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
         fit_to_time=True,
         checkpoint_every=0,
         log_every=1,
+        device=TEST_DEVICE,
     )
     trainer = Trainer(ToyTask(), cfg, tmp_path, progress=False)
     history = trainer.fit()

@@ -19,6 +19,7 @@ DATA = DataConfig(dataset="digits", resolution=8, eval_images=16)
 
 
 def _train(seed: int) -> TrainConfig:
+    # pinned to the CPU: runs are compared bit for bit, and cuDNN/atomics are not bit-reproducible
     return TrainConfig(steps=2, batch_size=16, warmup_steps=1, checkpoint_every=0, seed=seed, device="cpu")
 
 

@@ -88,7 +88,7 @@ def main() -> None:
         keep_last=3,
         log_every=1,
         ema_decay=0.9,
-        device="cpu",
+        device="cpu",  # kill -9/resume and DDP runs compare bit for bit, over gloo: pinned to the CPU
     )
     trainer = Trainer(task, cfg, a.run_dir, progress=False)
     history = trainer.fit(resume=a.resume)
