@@ -154,9 +154,10 @@ class LatentDiffusionPipeline:
     def noise(
         self, n: int, generator: torch.Generator, device: str | torch.device | None = None
     ) -> torch.Tensor:
-        """Initial latents drawn on the CPU generator (the same on every device), moved to `device`
-        (default: the pipeline's)."""
-        z = torch.randn((n, *self.latent_shape), generator=generator, device="cpu")
+        """Initial latents drawn on the generator's device, moved to `device` (default: the pipeline's). A CPU
+        generator (what `seed=` makes) gives the same latents, hence the same images, on every device; a
+        CUDA generator draws on the GPU, as in diffusers."""
+        z = torch.randn((n, *self.latent_shape), generator=generator, device=generator.device)
         return z.to(self.device if device is None else device)
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
@@ -326,7 +327,7 @@ class LatentDiffusionPipeline:
         if skip == steps:
             return self._output(self.decode(z0), output_type)
         t = sampler_timesteps(sampler, self.schedule, steps)[skip]
-        noise = torch.randn(z0.shape, generator=g).to(self.device)
+        noise = torch.randn(z0.shape, generator=g, device=g.device).to(self.device)
         z_t = self.schedule.add_noise(z0, noise, t.expand(len(z0)).to(self.device))
         conds = self.conditions(class_labels, negative_class_labels, len(z0))
         z = self._denoise(z_t, steps, sampler, guidance_scale, conds, g, start_index=skip)
@@ -370,7 +371,7 @@ class LatentDiffusionPipeline:
 
         def blend(info: dict[str, Any]) -> torch.Tensor:
             t = torch.as_tensor(info["t"]).to(self.device).expand(len(z_known))
-            noise = torch.randn(z_known.shape, generator=g).to(self.device)
+            noise = torch.randn(z_known.shape, generator=g, device=g.device).to(self.device)
             known_t = self.schedule.add_noise(z_known, noise, t)
             return m * info["x"] + (1 - m) * known_t
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "LATENTDIFF_DIST_TIMEOUT"
+BACKEND_ENV = "LATENTDIFF_DIST_BACKEND"
 DEFAULT_TIMEOUT_S = 30 * 60
 
 
@@ -81,7 +82,8 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
         if device.index is None:
-            device = torch.device("cuda", local_rank)
+            # more processes than GPUs (e.g. two ranks sharing one GPU in a test) share them round-robin
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError(f"--device {name}: MPS is not available on this machine")
     return device
@@ -94,7 +96,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        backend = process_group_backend(dev)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend=backend, timeout=collective_timeout())
@@ -108,6 +110,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def process_group_backend(device: torch.device) -> str:
+    """NCCL for CUDA, gloo otherwise; `LATENTDIFF_DIST_BACKEND=gloo` forces gloo with CUDA tensors, which
+    lets several ranks share one GPU (NCCL refuses two ranks on the same device)."""
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced and forced not in ("nccl", "gloo"):
+        raise ValueError(f"{BACKEND_ENV}={forced!r}: expected 'nccl' or 'gloo'")
+    if forced == "nccl" and device.type != "cuda":
+        raise ValueError(f"{BACKEND_ENV}=nccl needs CUDA devices; this rank runs on {device}")
+    return forced or ("nccl" if device.type == "cuda" else "gloo")
 
 
 def restarts_share_the_agent_store() -> bool:
