@@ -463,7 +463,7 @@ def drive(args) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip() or "unknown",
+        "commit": os.environ.get("GPU_CHECK_COMMIT") or commit.stdout.strip() or "unknown",
         "cuda": cuda,
         "quick": args.quick,
         "steps": {},
