@@ -56,7 +56,7 @@ def load_average() -> list[float]:
         return []
 
 
-def build_models(batch: int) -> tuple[UNet, torch.nn.Module, UNetConfig]:
+def build_models(batch: int, channels_last: bool = True) -> tuple[UNet, torch.nn.Module, UNetConfig]:
     from diffusers import UNet2DModel
 
     cfg = UNetConfig(
@@ -70,7 +70,7 @@ def build_models(batch: int) -> tuple[UNet, torch.nn.Module, UNetConfig]:
         mid_attention=True,
         head_channels=64,
         groups=32,
-        channels_last=True,
+        channels_last=channels_last,
     )
     torch.manual_seed(0)
     ours = UNet(cfg)

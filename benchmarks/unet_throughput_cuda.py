@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=10, help="timed calls per variant per round")
     parser.add_argument("--max-batch", type=int, default=32768, help="cap of the largest-batch search")
+    parser.add_argument("--channels-last", choices=("on", "off"), default="on",
+                        help="our U-Net's memory layout inside (diffusers' stays NCHW)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     import diffusers
 
     b = args.batch
-    ours, theirs, cfg = build_models(b)
+    ours, theirs, cfg = build_models(b, channels_last=args.channels_last == "on")
     ours, theirs = ours.to(device), theirs.to(device)
     gen = torch.Generator().manual_seed(1)  # inputs drawn on the CPU: the same numbers on every device
     x = torch.randn(b, 4, 16, 16, generator=gen).to(device)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         return (xs, torch.rand(n, device=device) * 999), xs
 
     largest = {}
-    for name in models:
+    for name in models if args.max_batch >= b else []:
         largest[f"train_{name}_bf16"] = largest_batch(
             lambda n, m=name: train_step(m, "bf16", *inputs_of(n)), device, b, args.max_batch
         )
