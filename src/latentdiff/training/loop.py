@@ -99,7 +99,12 @@ class Trainer:
         if not self.dist.enabled or not any(p.requires_grad for p in module.parameters()):
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)
+        # No buffer broadcast: the PatchGAN's BatchNorm runs twice per step (generator and discriminator
+        # losses), and DDP's in-place copy of rank 0's running stats before the second forward bumps the
+        # version of tensors CUDA's batch norm saved for backward ("modified by an inplace operation", seen on
+        # an H200). In training mode BatchNorm normalises with batch statistics, so running stats that differ
+        # per rank change no gradient; the checkpoint keeps rank 0's.
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def _optimizer(self, module: nn.Module, spec) -> torch.optim.Optimizer:
         cfg = self.cfg
