@@ -181,5 +181,5 @@ def test_folder_paths_and_split_subfolders(tmp_path):
     assert test.split == "test" and test.images[0, 0, 0, 0] == 200 and test.class_names == ["only"]
     flat = tmp_path / "test" / "only"
     assert load_dataset(flat, resolution=4).images[0, :, 0, 0].tolist() == [200, 200, 200]
-    with pytest.raises(ValueError, match="no 'test' sub-folder"):
-        load_dataset(flat, "test", resolution=4)
+    with pytest.raises(ValueError, match="no 'test' sub-folder and none of its 1 image is held out"):
+        load_dataset(flat, "test", resolution=4)  # its one image, a.png, is not in the 10 % held out

@@ -85,8 +85,11 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 class ImageDataset(Dataset, ABC):
     """`(image float32 CHW in [-1, 1], label int)` items; label 0 when the set is unlabelled.
 
-    Subclasses store `labels` (int64, N) and implement `uint8_batch`.
+    Subclasses store `labels` (int64, N) and implement `uint8_batch`. `split_rule`: how an image folder's
+    split was chosen, in words (`ImageFolder`; None for the built-in sets, whose splits are their own).
     """
+
+    split_rule: str | None = None
 
     def __init__(
         self,

@@ -4,14 +4,19 @@ Every file is fully decoded once on a first scan, so a truncated, empty or other
 found up front and skipped (reported once, with its path) rather than crashing a training run hours
 later. Files and folders whose name starts with "." are ignored. JPEG/TIFF/WebP EXIF orientation is
 applied, so photos come out upright. Pixel conversion: `latentdiff.data.image_convert`.
+
+Held-out split: a folder without a `test/` sub-folder is split by `is_held_out`, a rule on each file's own
+path (a hash of it), so the same file is in the same split on every machine, in every command, and adding
+images never moves an existing one between splits. `ImageFolder(..., holdout="train" | "test")` applies it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +34,28 @@ SHOWN_SKIPPED = 10
 MAX_PIXELS_ENV = "LATENTDIFF_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 50_000_000
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+HOLDOUT_FRACTION = 0.1
+"""The share of a folder's images held out as its test split when it has no `test/` sub-folder: a file is
+held out when the first 8 bytes of the SHA-1 of its path relative to the folder (POSIX form, e.g.
+"cats/001.png"), read as a big-endian fraction of 2**64, fall below it (`is_held_out`)."""
+
+
+def is_held_out(relative_path: str, fraction: float = HOLDOUT_FRACTION) -> bool:
+    """Whether the file at `relative_path` (POSIX, relative to the folder being split) is in the held-out
+    (test) part of that folder. It depends on that path alone, not on the other files: adding or removing
+    images never moves an existing image between the splits, and about `fraction` of the files are held
+    out."""
+    digest = hashlib.sha1(relative_path.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _images(count: int) -> str:
+    return f"{count:,} image{'' if count == 1 else 's'}"
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g} %"
 
 
 class ImageTooLarge(ValueError):
@@ -112,11 +139,15 @@ def find_images(root: Path) -> list[Path]:
 
 
 def folder_labels(
-    root: Path, files: Sequence[Path], labels: bool | Literal["auto"]
+    root: Path,
+    files: Sequence[Path],
+    labels: bool | Literal["auto"],
+    *,
+    exclude: Collection[str] = (),
 ) -> tuple[list[str], np.ndarray]:
     """(class names, label per file): classes are the sorted names of the first-level sub-folders (empty
     ones too, so that an exported split where some class has no image keeps the numbering; symlinked ones
-    too, except a link that loops back to `root` or above it)."""
+    too, except a link that loops back to `root` or above it; not those named in `exclude`)."""
     top = [p.relative_to(root).parts for p in files]
     in_subfolder = [len(parts) > 1 for parts in top]
     if labels == "auto":
@@ -135,10 +166,46 @@ def folder_labels(
     class_names = sorted(
         p.name
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not real_root.is_relative_to(os.path.realpath(p))
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name not in exclude
+        and not real_root.is_relative_to(os.path.realpath(p))
     )
     index = {name: i for i, name in enumerate(class_names)}
     return class_names, np.array([index[parts[0]] for parts in top], dtype=np.int64)
+
+
+def _in_subfolder(root: Path, path: Path, names: Collection[str]) -> bool:
+    parts = path.relative_to(root).parts
+    return len(parts) > 1 and parts[0] in names
+
+
+def _split_rule(root: Path, files: Sequence[Path], holdout: str | None, exclude: Collection[str]) -> str:
+    """Which files of `root` a split takes, in words (the counts of a hash split are added after)."""
+    if holdout == "test":
+        return f"held out by path hash: {_percent(HOLDOUT_FRACTION)} of {root}"
+    if holdout == "train":
+        return f"{root} minus the {_percent(HOLDOUT_FRACTION)} held out by path hash"
+    rule = f"all {len(files):,} images of {root}"
+    if exclude:
+        rule += f" except its {', '.join(f'{name}/' for name in sorted(exclude))} sub-folder"
+        rule += "s" if len(exclude) > 1 else ""
+    return rule
+
+
+def _empty_part(root: Path, count: int, holdout: str) -> str:
+    rule = "a SHA-1 hash of each path picks the held-out files: latentdiff.data.image_folder.is_held_out"
+    if holdout == "test":
+        return (
+            f"{root} has no 'test' sub-folder and none of its {_images(count)} is held out by the "
+            f"{_percent(HOLDOUT_FRACTION)} rule ({rule}); add more images, or put the test images in a "
+            f"'test' sub-folder"
+        )
+    return (
+        f"all {_images(count)} of {root} are held out for the test split by the {_percent(HOLDOUT_FRACTION)} "
+        f"rule ({rule}), which leaves none to train on; add more images, or put the test images in a "
+        f"'test' sub-folder"
+    )
 
 
 def read_image(path: Path, max_pixels: int | None = None) -> Image.Image:
@@ -190,6 +257,14 @@ class ImageFolder(ImageDataset):
     file again. `limit`: keep that many files spread evenly over the sorted list. `max_pixels`: images
     larger than this (read from the header, never decoded) are skipped; default `max_image_pixels()`.
     `.files` are the images kept, `.skipped` the unreadable and the too large ones (`.too_large`).
+
+    `holdout`: None keeps every file; "train" keeps the files that `is_held_out` leaves in (about 90 %),
+    "test" only the held-out ones (a "test" split with none raises ValueError). Classes and labels come
+    from all the files before that, so both parts number the classes alike. `exclude`: names of
+    first-level sub-folders left out entirely, files and class (e.g. "test" when the train split is a
+    folder whose `test/` sub-folder holds the test split). `limit` applies after both.
+    `.holdout` says which part this is (None: no hash split) and `.split_rule` says in words which files
+    were taken, for logs and reports.
     """
 
     def __init__(
@@ -204,13 +279,32 @@ class ImageFolder(ImageDataset):
         limit: int | None = None,
         split: str = "train",
         max_pixels: int | None = None,
+        holdout: Literal["train", "test"] | None = None,
+        exclude: Collection[str] = (),
     ) -> None:
+        if holdout not in (None, "train", "test"):
+            raise ValueError(f"holdout must be None, 'train' or 'test', got {holdout!r}")
         self.max_pixels = max_image_pixels() if max_pixels is None else int(max_pixels)
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
         candidates = find_images(root)
-        class_names, file_labels = folder_labels(root, candidates, labels)
+        if exclude:
+            candidates = [p for p in candidates if not _in_subfolder(root, p, exclude)]
+        class_names, file_labels = folder_labels(root, candidates, labels, exclude=exclude)
+        self.holdout = holdout
+        self.split_rule = _split_rule(root, candidates, holdout, exclude)
+        if holdout is not None:
+            held = np.array([is_held_out(p.relative_to(root).as_posix()) for p in candidates], dtype=bool)
+            chosen = np.flatnonzero(held if holdout == "test" else ~held)
+            if candidates and not len(chosen):
+                raise ValueError(_empty_part(root, len(candidates), holdout))
+            candidates = [candidates[i] for i in chosen]
+            file_labels = file_labels[chosen]
+            self.split_rule += f" ({len(candidates):,} of {len(held):,} images)"
+            log.info("%s split: %s", split, self.split_rule)
+        elif exclude:
+            log.info("%s split: %s", split, self.split_rule)
         keep = spread_indices(len(candidates), limit)
         super().__init__(
             name=str(root),
