@@ -241,6 +241,82 @@ def fid_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def quality_section(r: dict | None) -> list[str]:
+    out = ["## Samples per minute: the standard FID protocol (`benchmarks/quality.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        f"{r['protocol']}; floor = N train vs N test images. Each point trains both stages from scratch "
+        "in the budget; the work it trained is stated beside it (the reproducible quantity).",
+        "",
+        "| recipe | budget (min) | trained (min) | work: Stage 1 steps × batch, Stage 2 steps × batch | sampler | "
+        "guidance | N | FID | KID | floor | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(r["points"], key=lambda p: (p["recipe"], p["budget_minutes"])):
+        f, w = p["fid"], p["work"]
+        out.append(
+            f"| {p['recipe']} | {p['budget_minutes']:g} | {p['training_minutes']:.1f} | "
+            f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']} | "
+            f"{f['sampler']} {f['steps']} | {f['guidance_scale']} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
+        )
+    out += ["", f"![FID against minutes]({FIG}/{r['plot']})"]
+    for p in r["points"]:
+        out += ["", f"![{p['recipe']} {p['budget_minutes']:g} min]({FIG}/{p['figure']})"]
+    out += reading_lines("quality")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
+def sizing_section(r: dict | None) -> list[str]:
+    out = ["## Size presets (`benchmarks/sizing.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        "What `latentdiff train` probes before it plans: one bf16 training step per preset and stage, "
+        f"images/s (fastest of 3 after a warm-up) and the peak resident memory of the probe, device {r['device']}.",
+        "",
+        "| data | preset | f, latent | autoencoder params | Stage 1 img/s | Stage 1 peak MiB | U-Net params | "
+        "Stage 2 img/s (batch) | Stage 2 peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        out.append(
+            f"| {row['case']} | {row['preset']} | {row['f']}, {row['latent']} | {row['autoencoder_params_m']:.2f} M "
+            f"| {row['autoencoder_images_per_s']:.0f} | {row['autoencoder_peak_mib']:.0f} | {row['unet_params_m']:.2f} M "
+            f"| {row['unet_images_per_s']:.0f} ({row['unet_batch']}) | {row['unet_peak_mib']:.0f} |"
+        )
+    out += reading_lines("sizing")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
+def train_budget_section(r: dict | None) -> list[str]:
+    out = ["## One folder, one budget: `latentdiff train` against the stage defaults (`benchmarks/train_budget.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        f"{r['folder']} ({r['num_images']} images; 10 % held out by path hash), {r['minutes']:g} minutes each.",
+        "",
+        "| run | wall minutes (eval included) | steps Stage 1 / 2 | held-out PSNR | SSIM | FID | N | floor at N | FID / floor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in r["runs"].items():
+        fid, rec = run["fid"], run["reconstruction"]
+        steps = run.get("steps", {})
+        out.append(
+            f"| {name}: `{run['command']}` | {run['wall_minutes']:.1f} | {steps.get('autoencoder', '–')} / "
+            f"{steps.get('diffusion', '–')} | {rec['psnr']:.2f} dB | {rec['ssim']:.3f} | {fid['fid']:.1f} | {fid['num_fake']} "
+            f"| {fid['floor_real_vs_real']:.1f} | {fid['fid'] / fid['floor_real_vs_real']:.2f} |"
+        )
+    plan = r["runs"].get("train", {}).get("plan")
+    if plan:
+        out += ["", "The plan `train` made (plan.yaml):", "", "```yaml", plan.strip()[:3000], "```"]
+    for name in r["runs"]:
+        out += ["", f"![{name} samples]({FIG}/train_budget_{name}_samples.png)"]
+    out += reading_lines("train_budget")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
 def gpu_section(runs: list[dict], nhwc: dict | None, nchw: dict | None) -> list[str]:
     """The committed `scripts/gpu_check.sh` reports (benchmarks/results/gpu_check/run*_report.json)."""
     out = ["## On a GPU (`scripts/gpu_check.sh`)", ""]
@@ -373,6 +449,9 @@ def build() -> Path:
         *backbones_section(load("backbones")),
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
+        *quality_section(load("quality")),
+        *sizing_section(load("sizing")),
+        *train_budget_section(load("train_budget")),
         *gpu_section(gpu_runs(), load("unet_throughput_cuda"), load("unet_throughput_cuda_nchw")),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ def test_help_lists_every_command_with_an_example(capsys):
     out = subprocess.run([sys.executable, "-m", "latentdiff", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     commands = (
+        "train",
         "train-autoencoder",
         "encode",
         "train-diffusion",

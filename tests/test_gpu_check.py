@@ -25,8 +25,12 @@ def test_gpu_check_runs_end_to_end_in_cpu_mode(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         ["bash", "scripts/gpu_check.sh", "--quick", "--out", str(tmp_path), "--budget", "400"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     steps = report["steps"]
@@ -52,10 +56,25 @@ def test_gpu_check_runs_end_to_end_in_cpu_mode(tmp_path):
 def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(  # zero training steps: the e2e step's configuration is refused
-        ["bash", "scripts/gpu_check.sh", "--out", str(tmp_path), "--only", "env", "e2e", "ddp",
-         "--e2e-steps", "0", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            "bash",
+            "scripts/gpu_check.sh",
+            "--out",
+            str(tmp_path),
+            "--only",
+            "env",
+            "e2e",
+            "ddp",
+            "--e2e-steps",
+            "0",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert proc.returncode == 1 and "failed: e2e" in proc.stdout
     assert report["steps"]["e2e"]["status"] == "error"

@@ -22,17 +22,14 @@ from typing import Any
 
 import torch
 
-from latentdiff.autoencoder.config import AutoencoderConfig
-from latentdiff.autoencoder.losses import AutoencoderLossConfig
 from latentdiff.config import to_dict
 from latentdiff.data.load import load_dataset
 from latentdiff.diffusion.config import DiffusionConfig
 from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation
 from latentdiff.figures import class_grid, how_it_works
 from latentdiff.io.checkpoint import read_json, write_json
-from latentdiff.nets.unet import UNetConfig
 from latentdiff.pipeline import LatentDiffusionPipeline
-from latentdiff.training.config import TrainConfig
+from latentdiff.training import presets
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
 from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint
@@ -56,71 +53,22 @@ def _data(preset: str) -> DataConfig:
 
 
 def autoencoder_stage(preset: str = "full") -> AutoencoderStage:
+    """The `small` Stage 1 preset on Fashion-MNIST (32 px grey, f = 4) with the demo's budget."""
     limit, steps, _, minutes, _, _ = _BUDGET[preset]
-    return AutoencoderStage(
-        data=_data(preset),
-        model=AutoencoderConfig(
-            kind="kl",
-            base_channels=32,
-            channel_mult=(1, 2, 4),
-            num_res_blocks=1,
-            latent_channels=4,
-            mid_attention=False,
-            groups=16,
-            # 1e-6 per image element (d = 1·32·32), the weight the demo's reported results were trained
-            # with, in LDM's per-sample units (see AutoencoderConfig): ~1000× LDM's 1e-6, for a smoother
-            # latent (posterior std ~13 % of the latents' spread, 2 % at 1e-6) at the same PSNR
-            kl_weight=1e-6 * 32 * 32,
-        ),
-        loss=AutoencoderLossConfig(recon_kind="l2", disc_weight=0.0),
-        train=TrainConfig(
-            steps=steps,
-            batch_size=32,
-            lr=1e-3,
-            warmup_steps=min(100, steps // 2),
-            lr_schedule="cosine",
-            min_lr_ratio=0.02,
-            ema_decay=0.998,
-            precision="bf16",
-            checkpoint_every=500,
-            eval_every=0,
-            sample_every=0,
-            max_minutes=minutes[0],
-            fit_to_time=True,
-        ),
-        stats_images=min(10_000, limit or 10_000),
-    )
+    stage = presets.autoencoder_stage(_data(preset), "small", 1, f=4, steps=steps)
+    # a fixed time (schedule fitted to it) with `steps` as the cap; statistics over at most the images used
+    train = dataclasses.replace(stage.train, max_minutes=minutes[0], fit_to_time=True)
+    return dataclasses.replace(stage, train=train, stats_images=min(10_000, limit or 10_000))
 
 
 def diffusion_stage(preset: str = "full") -> DiffusionStage:
+    """The `small` Stage 2 preset on the 4×8×8 latents with the demo's budget and its VP-ε objective with
+    min-SNR weights (the recipe its reported results were measured with)."""
     _, _, steps, minutes, _, _ = _BUDGET[preset]
-    return DiffusionStage(
-        data=_data(preset),
-        unet=UNetConfig(
-            base_channels=64,
-            channel_mult=(1, 2),
-            num_res_blocks=2,
-            attention_levels=(1,),
-            head_channels=32,
-            groups=32,
-        ),
-        diffusion=DiffusionConfig(schedule="linear", prediction="eps", loss_weighting="min_snr"),
-        train=TrainConfig(
-            steps=steps,
-            batch_size=128,
-            lr=1e-3,
-            warmup_steps=min(100, steps // 2),
-            lr_schedule="cosine",
-            ema_decay=0.999,
-            precision="bf16",
-            checkpoint_every=500,
-            sample_every=0,
-            max_minutes=minutes[1],
-            fit_to_time=True,
-        ),
-        conditional="yes",
-        cond_dropout={"class": 0.1},
-    )
+    stage = presets.diffusion_stage(_data(preset), "small", 8, conditional=True, steps=steps)
+    train = dataclasses.replace(stage.train, max_minutes=minutes[1], fit_to_time=True)
+    vp_eps = DiffusionConfig(schedule="linear", prediction="eps", loss_weighting="min_snr")
+    return dataclasses.replace(stage, train=train, diffusion=vp_eps)
 
 
 @dataclass
@@ -219,7 +167,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
         title="Fashion-MNIST samples: DPM-Solver++ 20 steps, guidance 2.0",
     )
 
-    figure = _how_it_works(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
+    figure = how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
     metrics = {
         "reconstruction": recon,
         "stage1_minutes": stage1["minutes"],
@@ -237,7 +185,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
     return DemoResult(run_dir, samples, figure, report, metrics)
 
 
-def _how_it_works(pipe: LatentDiffusionPipeline, test, path: Path, psnr: float, seed: int) -> Path:
+def how_it_works_figure(pipe: LatentDiffusionPipeline, test, path: Path, psnr: float, seed: int) -> Path:
     x, y = test.get_batch([0])
     z0 = pipe.encode(x)
     x_rec = pipe.decode(z0)
@@ -247,8 +195,8 @@ def _how_it_works(pipe: LatentDiffusionPipeline, test, path: Path, psnr: float, 
         steps=steps,
         sampler="dpmpp_2m",
         at=[0, 3, 7, 12, steps - 1],
-        guidance_scale=2.0,
-        class_labels=[int(y[0])],
+        guidance_scale=2.0 if pipe.num_classes else 1.0,
+        class_labels=[int(y[0])] if pipe.num_classes else None,
         seed=seed,
     )
     noise = pipe.noise(1, torch.Generator().manual_seed(seed))[0]
@@ -261,7 +209,7 @@ def _how_it_works(pipe: LatentDiffusionPipeline, test, path: Path, psnr: float, 
         "k": c * h * w,
         "f": pipe.autoencoder.downsample_factor,
         "psnr": psnr,
-        "class": (pipe.class_names or ["?"] * 10)[int(y[0])],
+        "class": (pipe.class_names or ["?"] * pipe.num_classes)[int(y[0])] if pipe.num_classes else "",
     }
     return how_it_works(
         path,

@@ -293,6 +293,9 @@ def encode_dataset(
                     "count": len(dataset),
                     "resolution": dataset.resolution,
                     "channels": dataset.channels,
+                    # how a folder's split was made (None for built-in sets): a cache without it predates
+                    # the held-out split and holds the held-out images too
+                    "split_rule": getattr(dataset, "split_rule", None),
                 },
                 "class_names": list(dataset.class_names),
             }

@@ -16,6 +16,7 @@ import yaml
 from latentdiff.autoencoder.model import Autoencoder
 from latentdiff.autoencoder.stats import apply_latent_stats, compute_latent_stats
 from latentdiff.config import to_dict
+from latentdiff.data.builtin import BUILTIN
 from latentdiff.data.dataset import ImageDataset
 from latentdiff.data.latent_cache import LatentCache, encode_dataset
 from latentdiff.data.load import load_dataset
@@ -222,10 +223,14 @@ def prepare_latents(
     path = run_dir / "latents"
     if (path / "cache.json").is_file():
         cache = LatentCache(path)
-        if cache.autoencoder_hash == ae_hash:
+        from_folder = stage.data.dataset.lower() not in BUILTIN
+        if from_folder and "split_rule" not in cache.meta["dataset"]:
+            log.info("the latent cache %s predates the held-out split of folders: encoding again", path)
+        elif cache.autoencoder_hash == ae_hash:
             log.info("reusing the latent cache %s", path)
             return cache
-        log.info("the latent cache %s belongs to another autoencoder: encoding again", path)
+        else:
+            log.info("the latent cache %s belongs to another autoencoder: encoding again", path)
     data = load_training_data(stage.data, flip=False)
     check_data_fits(ae.config, data.resolution, data.channels, autoencoder_folder)
     rows = len(data) * (2 if stage.data.flip else 1)

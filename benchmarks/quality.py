@@ -1,0 +1,209 @@
+"""Samples per minute, by the standard protocol: Fashion-MNIST class-conditional FID of N = 10,000 generated
+images (balanced classes) against the 10,000 test images, KID alongside, and the real-vs-real floor (10,000
+train against the 10,000 test images) in the same table, for a recipe trained in a wall-clock budget.
+
+    python benchmarks/quality.py --recipe demo --minutes 15          # one point; merges into results
+    python benchmarks/quality.py --recipe demo_edm --minutes 15 --n 2000
+
+A point = one recipe trained from scratch for `--minutes` of wall clock, both stages included (Stage 1, its
+latent statistics, the encoding and Stage 2, each stage's cosine schedule fitted to its share), then
+evaluated: FID/KID at N with the sampler, steps and guidance stated, the floor at the same N, the trained
+work (steps × batch of each stage) next to every number — a slower or busier machine trains fewer steps in
+the same time, so the work is the reproducible quantity and the minutes the budget. Reference features are
+cached under $LATENTDIFF_DATA/fid_stats. Writes benchmarks/results/quality.json (points of several runs
+merged, keyed by recipe and budget), a sample grid per point, the FID-against-minutes plot, and regenerates
+docs/benchmarks.md.
+
+Recipes (`RECIPES`): `demo` — today's demo (KL f = 4 autoencoder, class-conditional U-Net, VP-ε with min-SNR
+weights, 20 % / 53 % of the budget for the stages as the demo's 3 / 8 of 15 minutes); `demo_edm` — the same
+with EDM training (Karras et al. 2022: preconditioning, log-normal σ, EDM weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, RUNS, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+
+from latentdiff import demo  # noqa: E402
+from latentdiff.data.load import load_dataset  # noqa: E402
+from latentdiff.evaluation import evaluate_generation  # noqa: E402
+from latentdiff.figures import class_grid  # noqa: E402
+from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
+from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
+from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
+from latentdiff.workflow import fid_floor  # noqa: E402
+
+SAMPLER, STEPS = "dpmpp_2m", 20
+SHARES = (3.0 / 15, 8.0 / 15)  # the demo's minutes per stage out of its 15
+
+
+def _budgeted(stage, minutes: float, seed: int):
+    train = dataclasses.replace(
+        stage.train, steps=1_000_000, max_minutes=minutes, fit_to_time=True, seed=seed, checkpoint_every=1000
+    )
+    return dataclasses.replace(stage, train=train)
+
+
+def recipe_demo(minutes: float, seed: int):
+    ae, dm = demo.autoencoder_stage("full"), demo.diffusion_stage("full")
+    return _budgeted(ae, SHARES[0] * minutes, seed), _budgeted(dm, SHARES[1] * minutes, seed), 2.0
+
+
+def recipe_demo_edm(minutes: float, seed: int):
+    ae, dm, guidance = recipe_demo(minutes, seed)
+    edm = dataclasses.replace(
+        dm.diffusion, prediction="edm", noise_sampling="log_normal", loss_weighting="edm"
+    )
+    return ae, dataclasses.replace(dm, diffusion=edm), guidance
+
+
+RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm}
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def _steps(run_dir: Path, trainer: str) -> int:
+    return int(read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))[0]["step"])
+
+
+def measure(recipe: str, minutes: float, n: int, seed: int, extractor: InceptionFeatures) -> dict:
+    ae_stage, dm_stage, guidance = RECIPES[recipe](minutes, seed)
+    run_dir = RUNS / "quality" / f"{recipe}_{minutes:g}min"
+    start = time.perf_counter()
+    train_autoencoder(ae_stage, run_dir, overwrite=True, progress=False)
+    stage1 = (time.perf_counter() - start) / 60
+    train_diffusion(dm_stage, run_dir, overwrite=True, progress=False)
+    trained = (time.perf_counter() - start) / 60
+    pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
+    train = load_dataset("fashion-mnist", "train", 32, 1)
+    test = load_dataset("fashion-mnist", "test", 32, 1)
+    eval_start = time.perf_counter()
+    fid = evaluate_generation(
+        pipe,
+        test,
+        n,
+        STEPS,
+        SAMPLER,
+        guidance,
+        n,
+        seed,
+        extractor=extractor,
+        progress=False,
+        reconstruction=False,
+    )
+    fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress=False)
+    labels = [c for c in range(10) for _ in range(8)]
+    grid = pipe(
+        num_images=80,
+        steps=STEPS,
+        sampler=SAMPLER,
+        guidance_scale=guidance,
+        class_labels=labels,
+        seed=seed,
+        output_type="pt",
+    )
+    figure = f"quality_{recipe}_{minutes:g}min.png"
+    class_grid(
+        grid,
+        pipe.class_names,
+        RESULTS / figure,
+        cols=8,
+        title=f"{recipe}, {minutes:g} min: FID {fid['fid']:.1f} at N = {n}",
+    )
+    return {
+        "recipe": recipe,
+        "budget_minutes": minutes,
+        "training_minutes": trained,
+        "stage1_minutes": stage1,
+        "evaluation_minutes": (time.perf_counter() - eval_start) / 60,
+        "work": {
+            "autoencoder_steps": _steps(run_dir, "autoencoder"),
+            "autoencoder_batch": ae_stage.train.batch_size,
+            "diffusion_steps": _steps(run_dir, "unet"),
+            "diffusion_batch": dm_stage.train.batch_size,
+        },
+        "fid": fid,
+        "figure": figure,
+        "commit": _commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def plot(points: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in sorted({p["recipe"] for p in points}):
+        rows = sorted((p for p in points if p["recipe"] == recipe), key=lambda p: p["budget_minutes"])
+        ax.plot([p["budget_minutes"] for p in rows], [p["fid"]["fid"] for p in rows], "o-", label=recipe)
+    floors = {p["fid"]["num_fake"]: p["fid"]["floor_real_vs_real"] for p in points}
+    for n, floor in floors.items():
+        ax.axhline(floor, ls=":", c="grey", label=f"real-vs-real floor, N = {n}")
+    ax.set_xlabel("budget (minutes of wall clock, both stages)")
+    ax.set_ylabel("FID")
+    ax.set_title("Fashion-MNIST, class-conditional")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "quality_fid_vs_minutes.png"
+    fig.savefig(RESULTS / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="demo")
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument(
+        "--n", type=int, default=10_000, help="generated and reference images (standard: 10,000)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    setup()
+    torch.manual_seed(args.seed)
+    point = measure(args.recipe, args.minutes, args.n, args.seed, InceptionFeatures())
+    old = read_result("quality") or {"points": []}
+    points = [
+        p
+        for p in old["points"]
+        if (p["recipe"], p["budget_minutes"], p["fid"]["num_fake"]) != (args.recipe, args.minutes, args.n)
+    ] + [point]
+    write_result(
+        "quality",
+        {
+            "benchmark": "quality",
+            "protocol": "Fashion-MNIST 32 px, class-conditional, balanced classes; N generated vs N test",
+            "points": points,
+            "plot": plot(points),
+            "machine": machine(),
+        },
+    )
+    regenerate_docs()
+    f = point["fid"]
+    print(
+        f"{args.recipe} {args.minutes:g} min: FID {f['fid']:.2f} (N = {f['num_fake']}, floor "
+        f"{f['floor_real_vs_real']:.2f}), work {point['work']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

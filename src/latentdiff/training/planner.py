@@ -1,0 +1,368 @@
+"""From a folder and a time budget to a training plan: what the data is, which sizes this machine can train
+in that time, and how the time is split between the stages.
+
+`inspect_data` reads the data (channels, a resolution from the images' sizes, classes); `probe_speeds` times
+a few training steps of each preset on this machine; `make_plan` turns the budget and those measurements into
+a `Plan` (presets, f, minutes per stage, expected steps), which `latentdiff train` prints before training and
+keeps in the run folder (`plan.yaml`) so that `--resume` continues the same plan.
+
+The rule (`make_plan`): reserve time for the evaluation, give Stage 1 a fixed share of the rest
+(`STAGE1_SHARE`), then pick for each stage the largest preset whose measured speed still gives it
+`MIN_IMAGES` training images in its time — more steps of a smaller model beat a few steps of a large one on a
+short budget (the demo's and the benchmarks' experience: a stage needs ~1,000+ steps before its samples or
+reconstructions are usable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentdiff.training.presets import PRESET_NAMES, autoencoder_config, choose_f, unet_config
+
+log = logging.getLogger(__name__)
+
+# of the training time: the demo's 3 + 8 minutes give Stage 1 27 %; on the emoji folder 30 % (5.3 min) took
+# the autoencoder to 27.6 dB, past what Stage 2 needs, while its samples were the weaker part (train_budget)
+STAGE1_SHARE = 0.25
+# images a stage must see (steps × batch): 1,500 steps of 32 for Stage 1, 2,000 of 64 for Stage 2
+MIN_IMAGES = {"autoencoder": 48_000, "diffusion": 128_000}
+SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
+NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8)}
+DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
+DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
+
+
+@dataclass
+class DataSummary:
+    """What `latentdiff train` needs to know about the data, and why it chose what it chose."""
+
+    name: str
+    channels: int
+    resolution: int
+    num_images: int
+    num_classes: int
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def inspect_data(name_or_path: str, resolution: int | None = None, device: str = "cpu") -> DataSummary:
+    """Channels (grey when every image is), a resolution (the largest power of two not above the images'
+    median shorter side, at most 64 px on a CPU and 256 on a GPU unless `resolution` is given) and classes
+    (sub-folders) of a built-in dataset or an image folder."""
+    from PIL import Image
+
+    from latentdiff.data.builtin import BUILTIN
+    from latentdiff.data.image_folder import find_images, folder_labels
+
+    notes: list[str] = []
+    if name_or_path.lower() in BUILTIN:
+        channels, native = NATIVE.get(name_or_path.lower(), (3, 64))
+        res = resolution or native
+        notes.append(f"built-in `{name_or_path}`: {'grey' if channels == 1 else 'RGB'}, trained at {res} px")
+        from latentdiff.data import load_dataset
+
+        ds = load_dataset(name_or_path, "train", res, channels)
+        names = list(ds.class_names or [])
+        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes)
+
+    root = Path(name_or_path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {name_or_path}: no such folder, and not a built-in dataset")
+    files = find_images(root / "train" if (root / "train").is_dir() else root)
+    if not files:
+        raise ValueError(f"--data {root}: no image files found")
+    step = max(1, len(files) // 500)  # read the headers of up to ~500 files, spread over the folder
+    sides, grey = [], True
+    for path in files[::step]:
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+                grey &= im.mode in ("1", "L", "LA", "I", "I;16", "F") or _is_grey_rgb(im)
+        except OSError:
+            continue
+    if not sides:
+        raise ValueError(f"--data {root}: none of the sampled image files could be read")
+    channels = 1 if grey else 3
+    notes.append(f"{'grey' if grey else 'colour'} images (read {len(sides)} of {len(files)} files' headers)")
+    cap = 256 if device.startswith("cuda") else 64
+    median = int(statistics.median(sides))
+    if resolution is None:
+        resolution = max(8, min(cap, _power_of_two_at_most(median)))
+        why = f"median shorter side {median} px"
+        if _power_of_two_at_most(median) > cap:
+            why += f", capped at {cap} px on this device (--resolution to override)"
+        notes.append(f"resolution {resolution} px ({why})")
+    else:
+        notes.append(f"resolution {resolution} px (asked for; median shorter side {median} px)")
+    class_names, _ = folder_labels(root / "train" if (root / "train").is_dir() else root, files, "auto")
+    names = list(class_names or [])
+    notes.append(
+        f"{len(names)} classes from sub-folders: class-conditional"
+        if names
+        else "no class sub-folders: unconditional"
+    )
+    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes)
+
+
+def _is_grey_rgb(im) -> bool:
+    """An RGB(A) image whose three channels are equal (a grey image saved as colour)."""
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    small = im.convert("RGB").resize((16, 16))
+    r, g, b = small.split()
+    return r.tobytes() == g.tobytes() == b.tobytes()
+
+
+# --- measuring this machine ---------------------------------------------------------------------------------
+
+
+def _timed_steps(step, warmup: int = 1, steps: int = 2) -> float:
+    """Seconds per call of `step` after `warmup` calls (the least disturbed of `steps` timings)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, device: torch.device) -> float:
+    """Images per second of one Stage 1 training step (forward, KL + L2 loss, backward, AdamW) in bf16."""
+    from latentdiff.autoencoder.model import Autoencoder
+
+    torch.manual_seed(0)
+    model = Autoencoder(autoencoder_config(preset, channels, resolution)).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            post = model.encode(x)
+            rec = model.decode(post.sample())
+            loss = (rec.float() - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return batch / _timed_steps(step)
+
+
+def probe_unet(preset: str, latent_side: int, classes: int, batch: int, device: torch.device) -> float:
+    """Images per second of one Stage 2 training step (forward, MSE, backward, AdamW) in bf16."""
+    from latentdiff.nets.unet import UNet
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(
+        unet_config(preset, latent_side),
+        in_channels=4,
+        out_channels=4,
+        sample_size=latent_side,
+        num_classes=classes,
+    )
+    model = UNet(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    z = torch.randn(batch, 4, latent_side, latent_side, device=device)
+    t = torch.rand(batch, device=device) * 999
+    cond = {"class": torch.arange(batch, device=device) % classes} if classes else None
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = (model(z, t, cond).float() - z).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return batch / _timed_steps(step)
+
+
+def probe_speeds(
+    summary: DataSummary,
+    device: torch.device,
+    presets: tuple[str, ...] = PRESET_NAMES,
+    stop_below: float = 0.0,
+) -> dict[str, dict[str, float]]:
+    """Measured training images/s per preset and stage, smallest first; a stage stops probing once a preset
+    is slower than `stop_below` images/s (the larger ones can only be slower)."""
+    f = choose_f(summary.resolution)
+    side = summary.resolution // f
+    speeds: dict[str, dict[str, float]] = {"autoencoder": {}, "diffusion": {}}
+    for preset in presets:
+        rate = probe_autoencoder(preset, summary.channels, summary.resolution, 32, device)
+        speeds["autoencoder"][preset] = rate
+        if rate < stop_below:
+            break
+    for preset in presets:
+        rate = probe_unet(preset, side, summary.num_classes, 128 if side <= 8 else 64, device)
+        speeds["diffusion"][preset] = rate
+        if rate < stop_below:
+            break
+    return speeds
+
+
+# --- the plan -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Everything `latentdiff train` decided before training, with the reasons (kept as RUN/plan.yaml)."""
+
+    data: str
+    channels: int
+    resolution: int
+    conditional: bool
+    autoencoder: str
+    f: int
+    backbone: str
+    minutes: float  # the whole budget, evaluation included (0: no budget, fixed steps)
+    stage1_minutes: float
+    stage2_minutes: float
+    eval_minutes: float
+    batch_sizes: dict[str, int]
+    expected_steps: dict[str, int]
+    speeds: dict[str, dict[str, float]] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        lines = [
+            f"data: {self.data}, {self.channels} channel(s), {self.resolution} px, "
+            f"{'class-conditional' if self.conditional else 'unconditional'}",
+            f"Stage 1: KL autoencoder `{self.autoencoder}`, f = {self.f}, {self.stage1_minutes:.1f} min, "
+            f"~{self.expected_steps['autoencoder']} steps × {self.batch_sizes['autoencoder']}",
+            f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
+            f"~{self.expected_steps['diffusion']} steps × {self.batch_sizes['diffusion']}",
+            f"evaluation: ~{self.eval_minutes:.1f} min; expected finish in {self.total_minutes():.1f} min",
+        ]
+        return "\n".join(lines + [f"  - {r}" for r in self.reasons])
+
+    def total_minutes(self) -> float:
+        return self.stage1_minutes + self.stage2_minutes + self.eval_minutes
+
+    def key(self) -> dict[str, Any]:
+        """What must not change on `--resume` (the measurements may)."""
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("speeds", "reasons", "expected_steps")
+        }
+
+
+def eval_minutes_for(budget: float) -> float:
+    """Time kept back for the evaluation (samples, figures, PSNR/SSIM, FID with its floor): 5 % of the budget,
+    0.5 to 3 minutes (at most 1,000 samples at 64 px took 0.9 minutes on 2 CPU cores)."""
+    return min(3.0, max(0.5, 0.05 * budget))
+
+
+def make_plan(
+    summary: DataSummary,
+    device: torch.device,
+    minutes: float | None = None,
+    size: str | None = None,
+    speeds: dict[str, dict[str, float]] | None = None,
+    probe_seconds: float = 0.0,
+    steps: tuple[int, int] | None = None,
+) -> Plan:
+    """The plan for `minutes` of wall clock (evaluation included), choosing sizes from measured `speeds`;
+    or, with `size` (or neither), that preset for both stages with a stated expected time."""
+    f = choose_f(summary.resolution)
+    side = summary.resolution // f
+    batch = {"autoencoder": 32, "diffusion": 128 if side <= 8 else 64}
+    reasons = list(summary.notes)
+    reasons.append(f"f = {f}: {summary.resolution} px images → {side}×{side}×4 latents")
+    if minutes is None:
+        asked = size is not None
+        size = size or DEFAULT_SIZE["cuda" if device.type == "cuda" else "cpu"]
+        work = dict(zip(("autoencoder", "diffusion"), steps or DEFAULT_STEPS, strict=True))
+        reasons.append(
+            f"size `{size}` for both stages ({'asked for' if asked else 'the default on this device'}), "
+            f"{work['autoencoder']} + {work['diffusion']} steps ({'asked for' if steps else 'the default'})"
+        )
+        s1 = s2 = 0.0
+        if speeds:
+            s1 = work["autoencoder"] * batch["autoencoder"] / speeds["autoencoder"][size] / 60
+            s2 = work["diffusion"] * batch["diffusion"] / speeds["diffusion"][size] / 60
+            reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
+        return Plan(
+            summary.name,
+            summary.channels,
+            summary.resolution,
+            summary.num_classes > 0,
+            size,
+            f,
+            size,
+            0.0,
+            s1,
+            s2,
+            eval_minutes_for(s1 + s2),
+            batch,
+            work,
+            speeds or {},
+            reasons,
+            device.type,
+        )
+    if speeds is None:
+        raise ValueError("a time budget needs measured speeds (probe_speeds)")
+    if steps is not None:
+        raise ValueError(
+            "give --minutes (steps fitted to the time) or --steps (a fixed amount of work), not both"
+        )
+    ev = eval_minutes_for(minutes)
+    train = minutes - ev - probe_seconds / 60
+    if train <= 0.5:
+        raise ValueError(f"--minutes {minutes:g} leaves no time to train after the evaluation ({ev:.1f} min)")
+    s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
+    chosen, expected = {}, {}
+    for stage, share in (("autoencoder", s1), ("diffusion", s2)):
+        fits = [
+            p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]
+        ]
+        chosen[stage] = max(fits, key=PRESET_NAMES.index) if fits else "tiny"
+        rate = speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"]
+        expected[stage] = int(rate * share * 60 / batch[stage])
+        measured = ", ".join(f"{p} {r:.0f}" for p, r in speeds[stage].items())
+        reasons.append(
+            f"{stage}: `{chosen[stage]}`, the largest preset that sees ≥ {MIN_IMAGES[stage]:,} images in "
+            f"{share:.1f} min (measured images/s here: {measured})"
+            + ("" if fits else "; none reaches it, so the smallest")
+        )
+    reasons.append(
+        f"time: {minutes:g} min = {probe_seconds / 60:.1f} probing + {s1:.1f} Stage 1 ({STAGE1_SHARE:.0%} of "
+        f"the training time) + {s2:.1f} Stage 2 + {ev:.1f} evaluation; each stage's cosine schedule is "
+        "fitted to its time"
+    )
+    return Plan(
+        summary.name,
+        summary.channels,
+        summary.resolution,
+        summary.num_classes > 0,
+        chosen["autoencoder"],
+        f,
+        chosen["diffusion"],
+        float(minutes),
+        s1,
+        s2,
+        ev,
+        batch,
+        expected,
+        speeds,
+        reasons,
+        device.type,
+    )

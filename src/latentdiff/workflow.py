@@ -1,0 +1,328 @@
+"""`latentdiff train`: one command for the whole job on any image folder or built-in dataset.
+
+Reads the data, plans sizes and time for this machine (`training.planner`), trains Stage 1, measures the
+latent statistics, encodes the data, trains Stage 2, then evaluates on the held-out split and writes
+`samples.png`, `how_it_works.png`, `metrics.json` and `report.md` into the run folder. The plan is kept as
+`plan.yaml`: `--resume` continues the stage where a run stopped, with the same plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from latentdiff.data import load_dataset
+from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation, reference_features_for
+from latentdiff.figures import class_grid
+from latentdiff.io.checkpoint import write_json
+from latentdiff.pipeline import LatentDiffusionPipeline
+from latentdiff.training import presets
+from latentdiff.training.distributed import resolve_device
+from latentdiff.training.planner import SAMPLES_FOR_EVAL, Plan, inspect_data, make_plan, probe_speeds
+from latentdiff.training.run import train_autoencoder, train_diffusion
+from latentdiff.training.run_folder import RunFolderError
+from latentdiff.training.stages import DataConfig
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint
+
+log = logging.getLogger(__name__)
+PLAN_FILE = "plan.yaml"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    plan: Plan
+    report: Path
+    samples: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _request(
+    data: str, minutes: float | None, size: str | None, resolution: int | None, steps: tuple[int, int] | None
+) -> dict[str, Any]:
+    return {
+        "data": data,
+        "minutes": minutes,
+        "size": size,
+        "resolution": resolution,
+        "steps": list(steps) if steps else None,
+    }
+
+
+def _load_plan(run_dir: Path, request: dict[str, Any]) -> Plan:
+    raw = yaml.safe_load((run_dir / PLAN_FILE).read_text())
+    asked = raw.pop("request")
+    changed = [f"{k}: {asked.get(k)!r} → {v!r}" for k, v in request.items() if asked.get(k) != v]
+    if changed:
+        raise RunFolderError(
+            f"{run_dir} was planned for other settings; --resume continues the same plan. Changed: "
+            f"{'; '.join(changed)}. Use the original settings, or --overwrite to start again."
+        )
+    return Plan(**raw)
+
+
+def _save_plan(run_dir: Path, plan: Plan, request: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{PLAN_FILE}.tmp"
+    tmp.write_text(yaml.safe_dump({"request": request, **dataclasses.asdict(plan)}, sort_keys=False))
+    tmp.replace(run_dir / PLAN_FILE)
+
+
+def plan_run(
+    data: str,
+    run_dir: Path,
+    minutes: float | None,
+    size: str | None,
+    resolution: int | None,
+    resume: bool,
+    overwrite: bool,
+    device: torch.device,
+    steps: tuple[int, int] | None = None,
+) -> Plan:
+    """The run's plan: read back on `--resume`, else measured and made (refusing to touch a trained run
+    folder without `--resume` or `--overwrite` before spending any time)."""
+    if minutes is not None and size is not None:
+        raise ValueError("give --minutes (sizes chosen for the budget) or --size (a fixed preset), not both")
+    if size is not None:
+        presets.check_preset(size)
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {minutes:g}")
+    if steps is not None and (len(steps) != 2 or min(steps) < 1):
+        raise ValueError(f"--steps needs two positive step counts (Stage 1, Stage 2), got {steps}")
+    request = _request(data, minutes, size, resolution, steps)
+    if resume and (run_dir / PLAN_FILE).is_file():
+        plan = _load_plan(run_dir, request)
+        log.info("resuming %s with its plan", run_dir)
+        return plan
+    if (
+        not resume
+        and not overwrite
+        and ((run_dir / PLAN_FILE).is_file() or (run_dir / "autoencoder").exists())
+    ):
+        raise RunFolderError(
+            f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to train it again "
+            "from scratch (its weights are then deleted)"
+        )
+    start = time.perf_counter()
+    summary = inspect_data(data, resolution, device.type)
+    speeds = None
+    if minutes is not None or device.type == "cpu":
+        sizes = presets.PRESET_NAMES if minutes is not None else (size or "small",)
+        speeds = probe_speeds(summary, device, tuple(p for p in presets.PRESET_NAMES if p in sizes))
+    plan = make_plan(summary, device, minutes, size, speeds, time.perf_counter() - start, steps)
+    _save_plan(run_dir, plan, request)
+    return plan
+
+
+def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
+    """The two stage configurations a plan trains."""
+    data = DataConfig(dataset=plan.data, resolution=plan.resolution, channels=plan.channels)
+    timed = plan.minutes > 0  # else a fixed number of steps: plan.expected_steps
+    steps = plan.expected_steps
+    ae = presets.autoencoder_stage(
+        data,
+        plan.autoencoder,
+        plan.channels,
+        plan.stage1_minutes if timed else 0.0,
+        plan.f,
+        device,
+        seed,
+        steps["autoencoder"],
+    )
+    side = plan.resolution // plan.f
+    dm = presets.diffusion_stage(
+        data,
+        plan.backbone,
+        side,
+        plan.conditional,
+        plan.stage2_minutes if timed else 0.0,
+        device,
+        seed,
+        steps["diffusion"],
+    )
+    return ae, dm
+
+
+def _steps_done(run_dir: Path, trainer: str) -> int:
+    state, _ = read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))
+    return int(state["step"])
+
+
+def train_everything(
+    data: str,
+    out: str | Path,
+    minutes: float | None = None,
+    size: str | None = None,
+    resolution: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    steps: tuple[int, int] | None = None,
+) -> TrainResult:
+    """Plan, train both stages and evaluate; see the module docstring."""
+    t0 = time.perf_counter()
+    run_dir = Path(out)
+    dev = resolve_device(device)
+    plan = plan_run(data, run_dir, minutes, size, resolution, resume, overwrite, dev, steps)
+    print(f"plan for {run_dir}:\n{plan.describe()}", flush=True)
+    ae_stage, dm_stage = stages_of(plan, seed, str(dev))
+    times: dict[str, float] = {"planning": (time.perf_counter() - t0) / 60}
+    start = time.perf_counter()
+    train_autoencoder(ae_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    times["stage1"] = (time.perf_counter() - start) / 60
+    start = time.perf_counter()
+    train_diffusion(dm_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    times["stage2"] = (time.perf_counter() - start) / 60
+    start = time.perf_counter()
+    metrics = evaluate_run(run_dir, plan.data, plan.resolution, plan.channels, seed, dev, progress)
+    times["evaluation"] = (time.perf_counter() - start) / 60
+    times["total"] = (time.perf_counter() - t0) / 60
+    metrics["minutes"] = times
+    metrics["steps"] = {
+        "autoencoder": _steps_done(run_dir, "autoencoder"),
+        "diffusion": _steps_done(run_dir, "unet"),
+    }
+    write_json(metrics, run_dir / "metrics.json")
+    report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)
+    return TrainResult(run_dir, plan, report, run_dir / "samples.png", metrics)
+
+
+def fid_floor(train, test, num_images: int, extractor, progress: bool = True) -> float:
+    """FID of real against real at the same N: `num_images` train images against as many held-out ones, the
+    best FID any generator can expect to reach at that N (FID is biased upwards at small N)."""
+    from latentdiff.metrics.fid_kid import fid_kid_from_features
+
+    real_test = reference_features_for(test, num_images, extractor, progress)
+    real_train = reference_features_for(train, num_images, extractor, progress)
+    return float(
+        fid_kid_from_features(real_test, real_train, extractor.protocol, kid_subset_size=num_images)["fid"]
+    )
+
+
+def evaluate_run(
+    run_dir: Path,
+    data: str,
+    resolution: int,
+    channels: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Held-out PSNR/SSIM, samples.png, how_it_works.png and FID with its real-vs-real floor at the same N,
+    for a trained run folder (however it was trained)."""
+    from latentdiff.demo import how_it_works_figure
+    from latentdiff.metrics.inception import InceptionFeatures
+
+    pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device=device)
+    train = load_dataset(data, "train", resolution, channels)
+    test = load_dataset(data, "test", resolution, channels)
+    recon = evaluate_autoencoder(pipe.autoencoder, test, limit=1000, progress=progress)
+    guidance = 2.0 if pipe.num_classes else 1.0
+    if pipe.num_classes:
+        names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
+        shown = names[:20]  # one row per class, the first 20 classes
+        labels = [c for c in range(len(shown)) for _ in range(8)]
+        images = pipe(
+            num_images=len(labels),
+            steps=20,
+            sampler="dpmpp_2m",
+            guidance_scale=guidance,
+            class_labels=labels,
+            seed=seed,
+            output_type="pt",
+        )
+        class_grid(
+            images,
+            shown,
+            run_dir / "samples.png",
+            cols=8,
+            title=f"samples: DPM-Solver++ 20 steps, guidance {guidance}",
+        )
+    else:
+        images = pipe(num_images=64, steps=20, sampler="dpmpp_2m", seed=seed, output_type="pt")
+        class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title="samples: DPM-Solver++ 20 steps")
+    how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
+    n = min(SAMPLES_FOR_EVAL, len(test), len(train))
+    extractor = InceptionFeatures()
+    fid = evaluate_generation(
+        pipe,
+        test,
+        n,
+        20,
+        "dpmpp_2m",
+        guidance,
+        n,
+        seed,
+        extractor=extractor,
+        progress=progress,
+        reconstruction=False,
+    )
+    fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)
+    fid["floor_protocol"] = f"{n} train images against {n} held-out images"
+    return {
+        "reconstruction": recon,
+        "fid": fid,
+        "held_out": getattr(test, "split_rule", None) or f"{data} test split",
+    }
+
+
+def _params(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
+
+
+def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: dict[str, Any]) -> Path:
+    pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")
+    recon, fid, t, steps = metrics["reconstruction"], metrics["fid"], metrics["minutes"], metrics["steps"]
+    c, h, w = pipe.latent_shape
+    lines = [
+        f"# latentdiff train: {plan.data}",
+        "",
+        "## What was chosen, and why",
+        "",
+        "```",
+        plan.describe(),
+        "```",
+        "",
+        "## What was trained",
+        "",
+        "| stage | model | steps | minutes |",
+        "|---|---|---|---|",
+        f"| Stage 1 | KL autoencoder `{plan.autoencoder}`, f = {plan.f}, {_params(pipe.autoencoder)} params "
+        f"| {steps['autoencoder']} × {ae_stage.train.batch_size} | {t['stage1']:.1f} (statistics included) |",
+        f"| Stage 2 | U-Net `{plan.backbone}` on {c}×{h}×{w} latents, {_params(pipe.backbone)} parameters | "
+        f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
+        f"| planning (data, speed probe) | | | {t['planning']:.1f} |",
+        f"| evaluation | | | {t['evaluation']:.1f} |",
+        f"| **total** | | | **{t['total']:.1f}** |",
+        "",
+        "## How good it is",
+        "",
+        f"Held-out images: {metrics['held_out']}.",
+        "",
+        f"- Reconstruction (Stage 1 alone, {recon['num_images']} held-out images): "
+        f"PSNR **{recon['psnr']:.2f} dB**, "
+        f"SSIM {recon['ssim']:.3f}; compression d/k = {recon['compression_ratio']:.0f}.",
+        f"- Samples: FID **{fid['fid']:.1f}** (N = {fid['num_fake']} generated vs {fid['num_real']} "
+        f"held-out, {fid['sampler']} {fid['steps']} steps, guidance {fid['guidance_scale']}); the "
+        f"real-vs-real floor at that N ({fid['floor_protocol']}) is **{fid['floor_real_vs_real']:.1f}**, so "
+        f"the model is at {fid['fid'] / fid['floor_real_vs_real']:.2f}× the floor. "
+        f"KID {fid['kid_mean']:.4f} ± {fid['kid_std']:.4f}.",
+        "",
+        "![samples](samples.png)",
+        "",
+        "![how it works](how_it_works.png)",
+        "",
+        f"torch {torch.__version__}, device {plan.device}.",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

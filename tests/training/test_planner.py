@@ -1,0 +1,139 @@
+"""What `latentdiff train` reads from the data and how it plans: channels, resolution and classes of a folder;
+presets that build; a plan that fits its budget and picks sizes from the measured speeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentdiff.training import presets
+from latentdiff.training.planner import MIN_IMAGES, STAGE1_SHARE, inspect_data, make_plan
+
+
+def _png(path, size, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "L":
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8), "L").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), "RGB").save(path)
+
+
+def test_grey_folder_at_its_size(tmp_path):
+    for i in range(6):
+        _png(tmp_path / f"{i}.png", (20, 24), "L", i)
+    s = inspect_data(str(tmp_path))
+    assert (s.channels, s.resolution, s.num_images, s.num_classes) == (1, 16, 6, 0)  # 20 px → 16
+    assert any("unconditional" in n for n in s.notes)
+
+
+def test_grey_pictures_saved_as_rgb_are_grey(tmp_path):
+    for i in range(3):
+        grey = np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8)
+        Image.fromarray(np.stack([grey] * 3, -1), "RGB").save(tmp_path / f"{i}.png")
+    assert inspect_data(str(tmp_path)).channels == 1
+
+
+def test_colour_folder_with_classes(tmp_path):
+    for cls in ("cats", "dogs", "owls"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", (40, 48), "RGB", i)
+    s = inspect_data(str(tmp_path))
+    assert (s.channels, s.resolution, s.num_classes) == (3, 32, 3)
+    assert s.class_names == ["cats", "dogs", "owls"]
+    assert any("class-conditional" in n for n in s.notes)
+
+
+def test_large_images_are_capped_on_cpu_unless_asked(tmp_path):
+    for i in range(2):
+        _png(tmp_path / f"{i}.png", (300, 400), "RGB", i)
+    assert inspect_data(str(tmp_path), device="cpu").resolution == 64
+    assert inspect_data(str(tmp_path), device="cuda").resolution == 256
+    assert inspect_data(str(tmp_path), resolution=128).resolution == 128
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        inspect_data(str(tmp_path / "nothing-here"))
+
+
+@pytest.mark.parametrize("preset", presets.PRESET_NAMES)
+@pytest.mark.parametrize(("resolution", "f"), [(8, 2), (32, 4), (64, 4), (128, 8)])
+def test_every_preset_builds_and_its_latents_fit_the_unet(preset, resolution, f):
+    from latentdiff.autoencoder.model import Autoencoder
+    from latentdiff.nets.unet import UNet
+
+    assert presets.choose_f(resolution) == f
+    ae = Autoencoder(presets.autoencoder_config(preset, 3, resolution))
+    assert ae.downsample_factor == f
+    side = resolution // f
+    cfg = presets.unet_config(preset, side)
+    unet = UNet(type(cfg)(**{**cfg.__dict__, "in_channels": 4, "out_channels": 4, "sample_size": side}))
+    x = torch.zeros(1, 4, side, side)
+    assert unet(x, torch.tensor([10.0])).shape == x.shape
+
+
+def test_presets_grow():
+    from latentdiff.nets.unet import UNet
+
+    sizes = [
+        sum(p.numel() for p in UNet(presets.unet_config(p, 16)).parameters()) for p in presets.PRESET_NAMES
+    ]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def _summary(tmp_path):
+    for i in range(4):
+        _png(tmp_path / f"{i}.png", (32, 32), "RGB", i)
+    return inspect_data(str(tmp_path))
+
+
+SPEEDS = {  # images/s, as probe_speeds measures them
+    "autoencoder": {"tiny": 400.0, "small": 150.0, "base": 40.0, "large": 20.0},
+    "diffusion": {"tiny": 2000.0, "small": 600.0, "base": 300.0, "large": 100.0},
+}
+
+
+def test_the_budget_is_split_and_sizes_follow_the_measured_speeds(tmp_path):
+    s = _summary(tmp_path)
+    plan = make_plan(s, torch.device("cpu"), minutes=20, speeds=SPEEDS, probe_seconds=30)
+    assert abs(plan.total_minutes() + 0.5 - 20) < 1e-6  # probing + stages + evaluation = the budget
+    assert plan.stage1_minutes == pytest.approx(STAGE1_SHARE * (20 - 0.5 - plan.eval_minutes))
+    # the largest preset that sees MIN_IMAGES images in its time
+    for stage, minutes in (("autoencoder", plan.stage1_minutes), ("diffusion", plan.stage2_minutes)):
+        chosen = getattr(plan, "autoencoder" if stage == "autoencoder" else "backbone")
+        steps = {p: r * minutes * 60 / plan.batch_sizes[stage] for p, r in SPEEDS[stage].items()}
+        fitting = [p for p in presets.PRESET_NAMES if steps[p] * plan.batch_sizes[stage] >= MIN_IMAGES[stage]]
+        assert chosen == fitting[-1]
+        assert plan.expected_steps[stage] == int(steps[chosen])
+    faster = {k: {p: 10 * r for p, r in v.items()} for k, v in SPEEDS.items()}
+    bigger = make_plan(s, torch.device("cpu"), minutes=20, speeds=faster)
+    order = presets.PRESET_NAMES.index
+    assert order(bigger.autoencoder) >= order(plan.autoencoder) and order(bigger.backbone) > order(
+        plan.backbone
+    )
+    assert "measured images/s here" in plan.describe()
+
+
+def test_too_small_a_budget_is_refused_and_the_slowest_machine_gets_tiny(tmp_path):
+    s = _summary(tmp_path)
+    with pytest.raises(ValueError, match="leaves no time to train"):
+        make_plan(s, torch.device("cpu"), minutes=0.6, speeds=SPEEDS)
+    slow = {k: {p: r / 1000 for p, r in v.items()} for k, v in SPEEDS.items()}
+    plan = make_plan(s, torch.device("cpu"), minutes=10, speeds=slow)
+    assert plan.autoencoder == plan.backbone == "tiny" and "none reaches it" in plan.describe()
+
+
+def test_without_a_budget_the_device_default_and_its_expected_time(tmp_path):
+    s = _summary(tmp_path)
+    plan = make_plan(s, torch.device("cpu"), speeds=SPEEDS)
+    assert plan.autoencoder == plan.backbone == "small" and plan.minutes == 0
+    expected = (
+        6000 * 32 / SPEEDS["autoencoder"]["small"] / 60 + 10_000 * 128 / SPEEDS["diffusion"]["small"] / 60
+    )
+    assert plan.stage1_minutes + plan.stage2_minutes == pytest.approx(expected)
+    fixed = make_plan(s, torch.device("cpu"), size="tiny", speeds=SPEEDS, steps=(10, 20))
+    assert fixed.expected_steps == {"autoencoder": 10, "diffusion": 20} and fixed.autoencoder == "tiny"
+    assert make_plan(s, torch.device("cuda"), speeds=None).backbone == "base"
