@@ -28,6 +28,10 @@ def main() -> None:
         ["pixel_vs_latent.py", "--minutes", minutes, "--ae-minutes", minutes],
         ["samplers.py"],
         ["backbones.py", "--minutes", str(max(args.minutes / 2, 10.0))],
+        ["sizing.py"],
+        ["train_budget.py", "--minutes", minutes],
+        ["quality.py", "--recipe", "demo", "--minutes", "15"],
+        ["quality.py", "--recipe", "demo", "--minutes", "60"],
     ]
     for script, *rest in steps:
         print(f"== {script}", flush=True)

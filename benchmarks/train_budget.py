@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RUNS, machine, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.data.png_export import export_dataset  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint  # noqa: E402
 from latentdiff.workflow import evaluate_run  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -134,6 +135,10 @@ def main() -> None:
         train_wall = (time.perf_counter() - start) / 60
         ev = time.perf_counter()
         metrics = evaluate_run(out, str(folder), 64, 3, seed=0, device="cpu", progress=False)
+        metrics["steps"] = {
+            "autoencoder": int(latest_checkpoint(checkpoint_root(out, "autoencoder")).name.split("_")[1]),
+            "diffusion": int(latest_checkpoint(checkpoint_root(out, "unet")).name.split("_")[1]),
+        }
         shutil.copy(out / "samples.png", HERE / "results" / "train_budget_defaults_samples.png")
         result["runs"]["defaults"] = {
             "command": f"train-autoencoder … --minutes {s1:g}; train-diffusion … --minutes {s2:g}",

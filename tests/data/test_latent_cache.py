@@ -121,6 +121,7 @@ def test_meta_records_shapes_dtypes_and_dataset(tmp_path):
         "count": 6,
         "resolution": 8,
         "channels": 1,
+        "split_rule": None,  # a built-in-like set; folders record how their split was made
     }
 
 

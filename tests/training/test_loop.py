@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,12 @@ import torch
 from latentdiff.io.checkpoint import load_model_folder
 from latentdiff.training.config import TrainConfig
 from latentdiff.training.loop import Trainer, TrainingDiverged
-from latentdiff.training.trainer_state import checkpoint_root, list_checkpoints
+from latentdiff.training.trainer_state import (
+    checkpoint_root,
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+)
 
 HERE = Path(__file__).parent
 TOY = HERE / "toy_task.py"
@@ -179,3 +185,29 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
     assert 0.9 * trainer.cfg.steps <= last["step"] <= trainer.cfg.steps
     floor = cfg.lr * cfg.min_lr_ratio
     assert floor <= last["lr"] <= floor + 0.03 * (cfg.lr - floor)
+
+
+def test_a_finished_time_budgeted_run_resumes_to_nothing_and_an_interrupted_one_keeps_its_budget(tmp_path):
+    """Resuming reads back the fitted step count and the minutes already trained: a finished run trains no
+    step again (it used to start a new budget and a million-step schedule), an interrupted one finishes
+    within what is left of its budget."""
+    cfg = _cfg(
+        steps=1_000_000,
+        lr_schedule="cosine",
+        warmup_steps=2,
+        max_minutes=0.05,
+        fit_to_time=True,
+        checkpoint_every=0,
+        log_every=1,
+        device=TEST_DEVICE,
+    )
+    first = Trainer(ToyTask(), cfg, tmp_path, progress=False)
+    first.fit()
+    fitted, done = first.cfg.steps, first.step
+    again = Trainer(ToyTask(), cfg, tmp_path, progress=False)
+    start = time.perf_counter()
+    again.fit(resume=True)
+    assert again.cfg.steps == fitted and again.step == done  # nothing trained
+    assert time.perf_counter() - start < 0.05 * 60 / 2
+    state = read_checkpoint(latest_checkpoint(again.ckpt_root))[0]
+    assert 0.04 <= state["minutes_trained"] <= 0.2

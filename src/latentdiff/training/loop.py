@@ -93,6 +93,9 @@ class Trainer:
         use_scaler = cfg.precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.step = 0
+        # minutes trained before the last resume: a time budget (max_minutes) counts them too
+        self.minutes_before = 0.0
+        self._fit_start = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------- set-up
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -127,6 +130,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": ckpt.capture_rng(),
             "train_config": to_dict(self.cfg),
+            "minutes_trained": self.minutes_before + (time.perf_counter() - self._fit_start) / 60,
             "history": self.history[-2000:],
         }
 
@@ -174,6 +178,11 @@ class Trainer:
         ckpt.restore_rng(state["rng"])
         self.history = list(state.get("history", []))
         self.step = int(state["step"])
+        if self.cfg.fit_to_time and self.cfg.max_minutes > 0:
+            # a time-budgeted run keeps the step count it was fitted to and the time it has used: resuming
+            # a finished one trains nothing, an interrupted one finishes its schedule in the time left
+            self.cfg.steps = min(self.cfg.steps, int(state["train_config"]["steps"]))
+            self.minutes_before = float(state.get("minutes_trained", 0.0))
         if state["num_items"] != self.task.num_items():
             log.warning(
                 "the data changed since the checkpoint (%d items, now %d): the resumed run will not "
@@ -296,6 +305,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         start, images_seen, first_step = time.perf_counter(), 0, self.step
+        self._fit_start = start
         timer = (first_step + 5, 0.0)  # (step at which the rate measurement starts, its time)
         # the rate is measured over ≥ 20 steps and ≥ 5 % of the budget (at most a minute): a few fast or
         # slow steps on a shared machine must not decide the length of the whole schedule
@@ -305,8 +315,10 @@ class Trainer:
             m.train()
         with StopOnInterrupt() as interrupt:
             while self.step < cfg.steps:
-                elapsed = (time.perf_counter() - start) / 60
+                elapsed = self.minutes_before + (time.perf_counter() - start) / 60
                 time_up = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes
+                if time_up and self.step == first_step and self.minutes_before > 0:
+                    break  # resumed with its budget already spent: nothing more to train
                 logs, stop = self._train_step(self.step, interrupt.requested, time_up)
                 self.step += 1
                 if self.step == timer[0]:
@@ -354,7 +366,7 @@ class Trainer:
         (which reads `steps`) ends with the budget. Every rank adopts the smallest estimate."""
         now = time.perf_counter()
         rate = (self.step - timer[0]) / max(1e-9, now - timer[1])
-        remaining = self.cfg.max_minutes * 60 - (now - start)
+        remaining = (self.cfg.max_minutes - self.minutes_before) * 60 - (now - start)
         projected = torch.tensor(float(self.step + int(0.97 * remaining * rate)), device=self.device)
         if self.dist.enabled:
             torch.distributed.all_reduce(projected, op=torch.distributed.ReduceOp.MIN)

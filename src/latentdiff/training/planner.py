@@ -326,7 +326,7 @@ def make_plan(
         )
     ev = eval_minutes_for(minutes)
     train = minutes - ev - probe_seconds / 60
-    if train <= 0.5:
+    if train < 0.2:
         raise ValueError(f"--minutes {minutes:g} leaves no time to train after the evaluation ({ev:.1f} min)")
     s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
     chosen, expected = {}, {}
