@@ -5,15 +5,17 @@ same probe (`training.planner.probe_speeds`) before it plans; this records what 
     python benchmarks/sizing.py                # writes results/sizing.json, regenerates docs/benchmarks.md
 
 Images/s: one bf16 training step (forward, loss, backward, AdamW) at the stage's batch (32 for Stage 1, 128
-or 64 for Stage 2), the fastest of 3 after a warm-up. Peak memory: the process's peak resident set during
-that preset's probe (Linux: VmHWM, reset before each), minus the resident set before it.
+or 64 for Stage 2), the fastest of 3 after a warm-up. Peak memory: each probe runs in a fresh process; the
+peak resident set (Linux VmHWM) during the probe minus the peak before it (torch and the imports).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,24 +32,35 @@ from latentdiff.training.planner import probe_autoencoder, probe_unet  # noqa: E
 CASES = {"32px grey": (1, 32), "64px RGB": (3, 64)}
 
 
-def _rss_kib(field: str) -> int:
+def _peak_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def _reset_peak() -> None:
-    with contextlib.suppress(OSError):  # not Linux: the peak then spans the whole run
-        Path("/proc/self/clear_refs").write_text("5")
+def probe_in_fresh_process(
+    kind: str, preset: str, channels: int, res: int, device: str
+) -> tuple[float, float]:
+    """(images/s, peak resident MiB of a process that did only this probe): a fresh process per probe, since
+    memory an earlier probe freed stays with the allocator and would hide a later one's peak."""
+    call = f"sizing.probe_once({kind!r}, {preset!r}, {channels}, {res}, {device!r})"
+    code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import sizing; "
+    code += f"print(json.dumps({call}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rate, peak = json.loads(out.stdout.strip().splitlines()[-1])
+    return rate, peak
 
 
-def measured(fn) -> tuple[float, float]:
-    """(result of fn, peak MiB above the resident set before it)."""
-    _reset_peak()
-    before = _rss_kib("VmRSS:")
-    rate = fn()
-    return rate, max(0, _rss_kib("VmHWM:") - before) / 1024
+def probe_once(kind: str, preset: str, channels: int, res: int, device: str) -> tuple[float, float]:
+    torch.set_num_threads(os.cpu_count() or 1)
+    side = res // presets.choose_f(res)
+    base = _peak_mib()
+    if kind == "autoencoder":
+        rate = probe_autoencoder(preset, channels, res, 32, torch.device(device))
+    else:
+        rate = probe_unet(preset, side, 10, 128 if side <= 8 else 64, torch.device(device))
+    return rate, _peak_mib() - base
 
 
 def main() -> None:
@@ -66,10 +79,8 @@ def main() -> None:
             ae = Autoencoder(presets.autoencoder_config(preset, channels, res))
             unet = UNet(presets.unet_config(preset, side))
             batch = 128 if side <= 8 else 64
-            ae_rate, ae_mem = measured(
-                lambda p=preset, c=channels, r=res: probe_autoencoder(p, c, r, 32, device)
-            )
-            dm_rate, dm_mem = measured(lambda p=preset, s=side, b=batch: probe_unet(p, s, 10, b, device))
+            ae_rate, ae_mem = probe_in_fresh_process("autoencoder", preset, channels, res, args.device)
+            dm_rate, dm_mem = probe_in_fresh_process("unet", preset, channels, res, args.device)
             rows.append({
                 "case": case, "preset": preset, "f": f, "latent": f"4×{side}×{side}",
                 "autoencoder_params_m": sum(p.numel() for p in ae.parameters()) / 1e6,

@@ -140,20 +140,13 @@ def _timed_steps(step, warmup: int = 1, steps: int = 2) -> float:
     return min(times)
 
 
-def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, device: torch.device) -> float:
-    """Images per second of one Stage 1 training step (forward, KL + L2 loss, backward, AdamW) in bf16."""
-    from latentdiff.autoencoder.model import Autoencoder
-
-    torch.manual_seed(0)
-    model = Autoencoder(autoencoder_config(preset, channels, resolution)).to(device).train()
+def _training_rate(model: torch.nn.Module, loss_fn, batch: int, device: torch.device) -> float:
+    """Images per second of one bf16-autocast training step (`loss_fn()`, backward, fused AdamW)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    x = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            post = model.encode(x)
-            rec = model.decode(post.sample())
-            loss = (rec.float() - x).pow(2).mean() + 1e-6 * post.kl().mean()
+            loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -161,6 +154,21 @@ def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, d
             torch.cuda.synchronize(device)
 
     return batch / _timed_steps(step)
+
+
+def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, device: torch.device) -> float:
+    """Images per second of one Stage 1 training step (forward, KL + L2 loss, backward, AdamW) in bf16."""
+    from latentdiff.autoencoder.model import Autoencoder
+
+    torch.manual_seed(0)
+    model = Autoencoder(autoencoder_config(preset, channels, resolution)).to(device).train()
+    x = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
+
+    def loss():
+        post = model.encode(x)
+        return (model.decode(post.sample()).float() - x).pow(2).mean() + 1e-6 * post.kl().mean()
+
+    return _training_rate(model, loss, batch, device)
 
 
 def probe_unet(preset: str, latent_side: int, classes: int, batch: int, device: torch.device) -> float:
@@ -176,21 +184,10 @@ def probe_unet(preset: str, latent_side: int, classes: int, batch: int, device: 
         num_classes=classes,
     )
     model = UNet(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     z = torch.randn(batch, 4, latent_side, latent_side, device=device)
     t = torch.rand(batch, device=device) * 999
     cond = {"class": torch.arange(batch, device=device) % classes} if classes else None
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = (model(z, t, cond).float() - z).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return batch / _timed_steps(step)
+    return _training_rate(model, lambda: (model(z, t, cond).float() - z).pow(2).mean(), batch, device)
 
 
 def probe_speeds(
@@ -331,9 +328,7 @@ def make_plan(
     s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
     chosen, expected = {}, {}
     for stage, share in (("autoencoder", s1), ("diffusion", s2)):
-        fits = [
-            p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]
-        ]
+        fits = [p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]]
         chosen[stage] = max(fits, key=PRESET_NAMES.index) if fits else "tiny"
         rate = speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"]
         expected[stage] = int(rate * share * 60 / batch[stage])
