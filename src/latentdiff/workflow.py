@@ -173,7 +173,7 @@ def train_everything(
     run_dir = Path(out)
     dev = resolve_device(device)
     plan = plan_run(data, run_dir, minutes, size, resolution, resume, overwrite, dev, steps)
-    print(f"plan for {run_dir}:\n{plan.describe()}", flush=True)
+    log.info("plan for %s:\n%s", run_dir, plan.describe())
     ae_stage, dm_stage = stages_of(plan, seed, str(dev))
     times: dict[str, float] = {"planning": (time.perf_counter() - t0) / 60}
     start = time.perf_counter()
