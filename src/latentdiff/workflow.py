@@ -271,6 +271,11 @@ def evaluate_run(
     return {
         "reconstruction": recon,
         "fid": fid,
+        "model": {
+            "autoencoder_params": _params(pipe.autoencoder),
+            "backbone_params": _params(pipe.backbone),
+            "latent_shape": list(pipe.latent_shape),
+        },
         "held_out": getattr(test, "split_rule", None) or f"{data} test split",
     }
 
@@ -280,9 +285,9 @@ def _params(module: torch.nn.Module) -> str:
 
 
 def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: dict[str, Any]) -> Path:
-    pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")
     recon, fid, t, steps = metrics["reconstruction"], metrics["fid"], metrics["minutes"], metrics["steps"]
-    c, h, w = pipe.latent_shape
+    c, h, w = metrics["model"]["latent_shape"]
+    ae_params, backbone_params = metrics["model"]["autoencoder_params"], metrics["model"]["backbone_params"]
     lines = [
         f"# latentdiff train: {plan.data}",
         "",
@@ -296,9 +301,9 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         "",
         "| stage | model | steps | minutes |",
         "|---|---|---|---|",
-        f"| Stage 1 | KL autoencoder `{plan.autoencoder}`, f = {plan.f}, {_params(pipe.autoencoder)} params "
+        f"| Stage 1 | KL autoencoder `{plan.autoencoder}`, f = {plan.f}, {ae_params} params "
         f"| {steps['autoencoder']} × {ae_stage.train.batch_size} | {t['stage1']:.1f} (statistics included) |",
-        f"| Stage 2 | U-Net `{plan.backbone}` on {c}×{h}×{w} latents, {_params(pipe.backbone)} parameters | "
+        f"| Stage 2 | U-Net `{plan.backbone}` on {c}×{h}×{w} latents, {backbone_params} parameters | "
         f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
         f"| planning (data, speed probe) | | | {t['planning']:.1f} |",
         f"| evaluation | | | {t['evaluation']:.1f} |",
