@@ -16,7 +16,9 @@ docs/benchmarks.md.
 
 Recipes (`RECIPES`): `demo` — today's demo (KL f = 4 autoencoder, class-conditional U-Net, VP-ε with min-SNR
 weights, 20 % / 53 % of the budget for the stages as the demo's 3 / 8 of 15 minutes); `demo_edm` — the same
-with EDM training (Karras et al. 2022: preconditioning, log-normal σ, EDM weights).
+with EDM training (Karras et al. 2022: preconditioning, log-normal σ, EDM weights); `train` — what
+`latentdiff train --data fashion-mnist --minutes M` does: its speed probe and plan (presets, Stage 1 share,
+EDM Stage 2, each schedule fitted to its time), without its own shorter evaluation.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
-from latentdiff.workflow import fid_floor  # noqa: E402
+from latentdiff.workflow import fid_floor, plan_run, stages_of  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 SHARES = (3.0 / 15, 8.0 / 15)  # the demo's minutes per stage out of its 15
@@ -55,12 +57,12 @@ def _budgeted(stage, minutes: float, seed: int):
     return dataclasses.replace(stage, train=train)
 
 
-def recipe_demo(minutes: float, seed: int):
+def recipe_demo(minutes: float, seed: int, run_dir: Path | None = None):
     ae, dm = demo.autoencoder_stage("full"), demo.diffusion_stage("full")
     return _budgeted(ae, SHARES[0] * minutes, seed), _budgeted(dm, SHARES[1] * minutes, seed), 2.0
 
 
-def recipe_demo_edm(minutes: float, seed: int):
+def recipe_demo_edm(minutes: float, seed: int, run_dir: Path | None = None):
     ae, dm, guidance = recipe_demo(minutes, seed)
     edm = dataclasses.replace(
         dm.diffusion, prediction="edm", noise_sampling="log_normal", loss_weighting="edm"
@@ -68,7 +70,15 @@ def recipe_demo_edm(minutes: float, seed: int):
     return ae, dataclasses.replace(dm, diffusion=edm), guidance
 
 
-RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm}
+def recipe_train(minutes: float, seed: int, run_dir: Path | None = None):
+    """The product's plan for this budget (probe included in the budget, as `latentdiff train` counts it)."""
+    assert run_dir is not None
+    plan = plan_run("fashion-mnist", run_dir, minutes, None, None, False, True, torch.device("cpu"), None)
+    ae, dm = stages_of(plan, seed, "cpu")
+    return ae, dm, 2.0
+
+
+RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm, "train": recipe_train}
 
 
 def _commit() -> str:
@@ -81,9 +91,9 @@ def _steps(run_dir: Path, trainer: str) -> int:
 
 
 def measure(recipe: str, minutes: float, n: int, seed: int, extractor: InceptionFeatures) -> dict:
-    ae_stage, dm_stage, guidance = RECIPES[recipe](minutes, seed)
     run_dir = RUNS / "quality" / f"{recipe}_{minutes:g}min"
     start = time.perf_counter()
+    ae_stage, dm_stage, guidance = RECIPES[recipe](minutes, seed, run_dir)
     train_autoencoder(ae_stage, run_dir, overwrite=True, progress=False)
     stage1 = (time.perf_counter() - start) / 60
     train_diffusion(dm_stage, run_dir, overwrite=True, progress=False)

@@ -3,10 +3,12 @@ at the two resolutions the toolkit trains at on a CPU (32 px grey, 64 px RGB). `
 same probe (`training.planner.probe_speeds`) before it plans; this records what it sees here.
 
     python benchmarks/sizing.py                # writes results/sizing.json, regenerates docs/benchmarks.md
+    python benchmarks/sizing.py --device cuda  # writes results/sizing_cuda.json (adds 128 px RGB)
 
 Images/s: one bf16 training step (forward, loss, backward, AdamW) at the stage's batch (32 for Stage 1, 128
 or 64 for Stage 2), the fastest of 3 after a warm-up. Peak memory: each probe runs in a fresh process; the
-peak resident set (Linux VmHWM) during the probe minus the peak before it (torch and the imports).
+peak resident set (Linux VmHWM) during the probe minus the peak before it (torch and the imports); on CUDA
+the peak of `torch.cuda.max_memory_allocated`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from latentdiff.training import presets  # noqa: E402
 from latentdiff.training.planner import probe_autoencoder, probe_unet  # noqa: E402
 
 CASES = {"32px grey": (1, 32), "64px RGB": (3, 64)}
+CASES_CUDA = {**CASES, "128px RGB": (3, 128)}
 
 
 def _peak_mib() -> float:
@@ -47,7 +50,9 @@ def probe_in_fresh_process(
     call = f"sizing.probe_once({kind!r}, {preset!r}, {channels}, {res}, {device!r})"
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import sizing; "
     code += f"print(json.dumps({call}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"probe {kind} {preset} {res}px on {device} failed:\n{out.stderr[-3000:]}")
     rate, peak = json.loads(out.stdout.strip().splitlines()[-1])
     return rate, peak
 
@@ -55,11 +60,14 @@ def probe_in_fresh_process(
 def probe_once(kind: str, preset: str, channels: int, res: int, device: str) -> tuple[float, float]:
     torch.set_num_threads(os.cpu_count() or 1)
     side = res // presets.choose_f(res)
+    dev = torch.device(device)
     base = _peak_mib()
     if kind == "autoencoder":
-        rate = probe_autoencoder(preset, channels, res, 32, torch.device(device))
+        rate = probe_autoencoder(preset, channels, res, 32, dev)
     else:
-        rate = probe_unet(preset, side, 10, 128 if side <= 8 else 64, torch.device(device))
+        rate = probe_unet(preset, side, 10, 128 if side <= 8 else 64, dev)
+    if dev.type == "cuda":
+        return rate, torch.cuda.max_memory_allocated(dev) / 2**20
     return rate, _peak_mib() - base
 
 
@@ -68,11 +76,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-docs", action="store_true", help="do not regenerate docs/benchmarks.md")
     args = parser.parse_args()
     setup()
     device = torch.device(args.device)
     rows = []
-    for case, (channels, res) in CASES.items():
+    for case, (channels, res) in (CASES_CUDA if device.type == "cuda" else CASES).items():
         f = presets.choose_f(res)
         side = res // f
         for preset in presets.PRESET_NAMES:
@@ -89,11 +98,12 @@ def main() -> None:
                 "unet_images_per_s": dm_rate, "unet_batch": batch, "unet_peak_mib": dm_mem,
             })  # fmt: skip
             print(rows[-1], flush=True)
-    write_result("sizing", {
+    write_result("sizing" if device.type == "cpu" else f"sizing_{device.type}", {
         "benchmark": "sizing", "device": str(device), "rows": rows, "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     })  # fmt: skip
-    regenerate_docs()
+    if not args.no_docs:
+        regenerate_docs()
 
 
 if __name__ == "__main__":
