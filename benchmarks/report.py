@@ -268,13 +268,11 @@ def quality_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
-def sizing_section(r: dict | None) -> list[str]:
-    out = ["## Size presets (`benchmarks/sizing.py`)", ""]
-    if not r:
-        return [*out, "_Not run yet._", ""]
-    out += [
-        "What `latentdiff train` probes before it plans: one bf16 training step per preset and stage, "
-        f"images/s (fastest of 3 after a warm-up) and the peak resident memory of the probe, device {r['device']}.",
+def _sizing_table(r: dict) -> list[str]:
+    memory = "peak CUDA memory allocated" if r["device"].startswith("cuda") else "peak resident memory"
+    out = [
+        f"Device {(r.get('machine') or {}).get('device', r['device'])}: {memory} of the probe. "
+        + machine_line(r.get("machine")),
         "",
         "| data | preset | f, latent | autoencoder params | Stage 1 img/s | Stage 1 peak MiB | U-Net params | "
         "Stage 2 img/s (batch) | Stage 2 peak MiB |",
@@ -286,12 +284,31 @@ def sizing_section(r: dict | None) -> list[str]:
             f"| {row['autoencoder_images_per_s']:.0f} | {row['autoencoder_peak_mib']:.0f} | {row['unet_params_m']:.2f} M "
             f"| {row['unet_images_per_s']:.0f} ({row['unet_batch']}) | {row['unet_peak_mib']:.0f} |"
         )
+    return [*out, ""]
+
+
+def sizing_section(r: dict | None, cuda: dict | None = None) -> list[str]:
+    out = ["## Size presets (`benchmarks/sizing.py`)", ""]
+    if not r and not cuda:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        "What `latentdiff train` probes before it plans: one bf16 training step per preset and stage at the "
+        "batch the plan uses (32 for Stage 1; 128, or 64 for 16×16 latents, for Stage 2), images/s (fastest "
+        "of 2 after a warm-up), each probe in a fresh process.",
+        "",
+    ]
+    for result in (r, cuda):
+        if result:
+            out += _sizing_table(result)
     out += reading_lines("sizing")
-    return [*out, "", machine_line(r.get("machine")), ""]
+    return [*out, ""]
 
 
 def train_budget_section(r: dict | None) -> list[str]:
-    out = ["## One folder, one budget: `latentdiff train` against the stage defaults (`benchmarks/train_budget.py`)", ""]
+    out = [
+        "## One folder, one budget: `latentdiff train` against the stage defaults (`benchmarks/train_budget.py`)",
+        "",
+    ]
     if not r:
         return [*out, "_Not run yet._", ""]
     out += [
@@ -377,8 +394,12 @@ def gpu_section(runs: list[dict], nhwc: dict | None, nchw: dict | None) -> list[
                 )
         big = {k: v for k, v in r.get("largest_batch_bf16", {}).items() if k != "cap"}
         if big:
-            out += ["", f"Largest batch that fits (bf16, doubling up to {r['largest_batch_bf16']['cap']}): "
-                    + ", ".join(f"{k} {v}" for k, v in big.items()) + "."]
+            out += [
+                "",
+                f"Largest batch that fits (bf16, doubling up to {r['largest_batch_bf16']['cap']}): "
+                + ", ".join(f"{k} {v}" for k, v in big.items())
+                + ".",
+            ]
         out.append("")
     e2e = latest.get("e2e", (0, {}))[1]
     if e2e.get("samples"):
@@ -401,7 +422,9 @@ def _gpu_step_summary(name: str, d: dict) -> str:
             f"wheel, which the GPU machine lacks); {d.get('skipped')} skipped; {d.get('seconds', 0):.0f} s"
         )
     if name == "oracles":
-        return f"oracle tests: {d.get('tests', {}).get('tail', '').strip().splitlines()[-1:]}; deviations below"
+        return (
+            f"oracle tests: {d.get('tests', {}).get('tail', '').strip().splitlines()[-1:]}; deviations below"
+        )
     if name == "throughput":
         return "see the throughput table"
     if name == "e2e":
@@ -432,7 +455,11 @@ def _gpu_step_summary(name: str, d: dict) -> str:
 
 def gpu_runs() -> list[dict]:
     folder = RESULTS / "gpu_check"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("run*_report.json"))] if folder.is_dir() else []
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("run*_report.json"))]
+        if folder.is_dir()
+        else []
+    )
 
 
 def build() -> Path:
@@ -450,7 +477,7 @@ def build() -> Path:
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
         *quality_section(load("quality")),
-        *sizing_section(load("sizing")),
+        *sizing_section(load("sizing"), load("sizing_cuda")),
         *train_budget_section(load("train_budget")),
         *gpu_section(gpu_runs(), load("unet_throughput_cuda"), load("unet_throughput_cuda_nchw")),
     ]

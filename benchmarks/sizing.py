@@ -6,7 +6,7 @@ same probe (`training.planner.probe_speeds`) before it plans; this records what 
     python benchmarks/sizing.py --device cuda  # writes results/sizing_cuda.json (adds 128 px RGB)
 
 Images/s: one bf16 training step (forward, loss, backward, AdamW) at the stage's batch (32 for Stage 1, 128
-or 64 for Stage 2), the fastest of 3 after a warm-up. Peak memory: each probe runs in a fresh process; the
+or 64 for Stage 2), the faster of 2 after a warm-up. Peak memory: each probe runs in a fresh process; the
 peak resident set (Linux VmHWM) during the probe minus the peak before it (torch and the imports); on CUDA
 the peak of `torch.cuda.max_memory_allocated`.
 """
