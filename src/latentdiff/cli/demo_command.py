@@ -85,11 +85,15 @@ def cmd_train(args: argparse.Namespace) -> str:
     )
     m = r.metrics
     fid = m["fid"]
+    scores = (
+        f"FID {fid['fid']:.1f} at N = {fid['num_fake']} (real-vs-real floor {fid['floor_real_vs_real']:.1f})"
+        if fid
+        else "FID not measured (no Inception weights)"
+    )
     return (
         f"done in {m['minutes']['total']:.1f} min — results in {r.run_dir}/:\n"
         f"  {r.samples}\n  {r.run_dir / 'how_it_works.png'}\n  {r.report}\n"
-        f"held-out PSNR {m['reconstruction']['psnr']:.2f} dB; FID {fid['fid']:.1f} at N = {fid['num_fake']} "
-        f"(real-vs-real floor {fid['floor_real_vs_real']:.1f})"
+        f"held-out PSNR {m['reconstruction']['psnr']:.2f} dB; {scores}"
     )
 
 
