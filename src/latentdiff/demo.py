@@ -25,8 +25,8 @@ import torch
 from latentdiff.config import to_dict
 from latentdiff.data.load import load_dataset
 from latentdiff.diffusion.config import DiffusionConfig
-from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation
-from latentdiff.figures import class_grid, how_it_works
+from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation, how_it_works_figure
+from latentdiff.figures import class_grid
 from latentdiff.io.checkpoint import read_json, write_json
 from latentdiff.pipeline import LatentDiffusionPipeline
 from latentdiff.training import presets
@@ -183,44 +183,6 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "full", seed: int = 0)
     write_json(metrics, run_dir / "metrics.json")
     report = write_report(run_dir, pipe, ae_stage, dm_stage, stage1, stage2, metrics, preset)
     return DemoResult(run_dir, samples, figure, report, metrics)
-
-
-def how_it_works_figure(pipe: LatentDiffusionPipeline, test, path: Path, psnr: float, seed: int) -> Path:
-    x, y = test.get_batch([0])
-    z0 = pipe.encode(x)
-    x_rec = pipe.decode(z0)
-    steps = 20
-    frames = pipe.denoising_trajectory(
-        num_images=1,
-        steps=steps,
-        sampler="dpmpp_2m",
-        at=[0, 3, 7, 12, steps - 1],
-        guidance_scale=2.0 if pipe.num_classes else 1.0,
-        class_labels=[int(y[0])] if pipe.num_classes else None,
-        seed=seed,
-    )
-    noise = pipe.noise(1, torch.Generator().manual_seed(seed))[0]
-    trajectory = [(f"step {i + 1}/{steps}", img[0], z[0]) for i, img, z in frames[:-1]]
-    final = pipe.decode(frames[-1][2].to(pipe.device))[0].cpu()  # the latent after the last step, decoded
-    c, h, w = pipe.latent_shape
-    d = x.shape[1] * x.shape[2] * x.shape[3]
-    info = {
-        "d": d,
-        "k": c * h * w,
-        "f": pipe.autoencoder.downsample_factor,
-        "psnr": psnr,
-        "class": (pipe.class_names or ["?"] * pipe.num_classes)[int(y[0])] if pipe.num_classes else "",
-    }
-    return how_it_works(
-        path,
-        image=x[0],
-        latent=z0[0].cpu(),
-        reconstruction=x_rec[0].cpu(),
-        noise=noise.cpu(),
-        trajectory=trajectory,
-        final=final,
-        info=info,
-    )
 
 
 def _params(module: torch.nn.Module) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -162,3 +163,45 @@ def evaluate_generation(
     if reconstruction:
         result["rfid"] = reconstruction_fid(pipe.autoencoder, dataset, n_ref, extractor, progress)["fid"]
     return result
+
+
+def how_it_works_figure(pipe, test: ImageDataset, path: Path, psnr: float, seed: int) -> Path:
+    """`figures.how_it_works` of a trained pipeline on the first held-out image: x0, z0 = E_φ(x0), D_θ(z0),
+    then a sample from z_T through the reverse diffusion (DPM-Solver++ 20 steps) to its decoded image."""
+    from latentdiff.figures import how_it_works
+
+    x, y = test.get_batch([0])
+    z0 = pipe.encode(x)
+    x_rec = pipe.decode(z0)
+    steps = 20
+    frames = pipe.denoising_trajectory(
+        num_images=1,
+        steps=steps,
+        sampler="dpmpp_2m",
+        at=[0, 3, 7, 12, steps - 1],
+        guidance_scale=2.0 if pipe.num_classes else 1.0,
+        class_labels=[int(y[0])] if pipe.num_classes else None,
+        seed=seed,
+    )
+    noise = pipe.noise(1, torch.Generator().manual_seed(seed))[0]
+    trajectory = [(f"step {i + 1}/{steps}", img[0], z[0]) for i, img, z in frames[:-1]]
+    final = pipe.decode(frames[-1][2].to(pipe.device))[0].cpu()  # the latent after the last step, decoded
+    c, h, w = pipe.latent_shape
+    d = x.shape[1] * x.shape[2] * x.shape[3]
+    info = {
+        "d": d,
+        "k": c * h * w,
+        "f": pipe.autoencoder.downsample_factor,
+        "psnr": psnr,
+        "class": (pipe.class_names or ["?"] * pipe.num_classes)[int(y[0])] if pipe.num_classes else "",
+    }
+    return how_it_works(
+        path,
+        image=x[0],
+        latent=z0[0].cpu(),
+        reconstruction=x_rec[0].cpu(),
+        noise=noise.cpu(),
+        trajectory=trajectory,
+        final=final,
+        info=info,
+    )

@@ -19,7 +19,12 @@ import torch
 import yaml
 
 from latentdiff.data import load_dataset
-from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation, reference_features_for
+from latentdiff.evaluation import (
+    evaluate_autoencoder,
+    evaluate_generation,
+    how_it_works_figure,
+    reference_features_for,
+)
 from latentdiff.figures import class_grid
 from latentdiff.io.checkpoint import write_json
 from latentdiff.pipeline import LatentDiffusionPipeline
@@ -239,7 +244,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Held-out PSNR/SSIM, samples.png, how_it_works.png and (unless `fid` is False) FID with its
     real-vs-real floor at the same N, for a trained run folder (however it was trained)."""
-    from latentdiff.demo import how_it_works_figure
     from latentdiff.metrics.inception import InceptionFeatures
 
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device=device)
