@@ -146,6 +146,11 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
             "diffusion_steps": _steps(run_dir, "unet"),
             "diffusion_batch": dm_stage.train.batch_size,
         },
+        "models": {
+            "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,
+            "backbone_params_m": sum(p.numel() for p in pipe.backbone.parameters()) / 1e6,
+            "latent_shape": list(pipe.latent_shape),
+        },
         "fid": fid,
         "figure": figure,
         "commit": _commit(),
