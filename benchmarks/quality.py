@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, RUNS, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
@@ -88,6 +89,15 @@ def _commit() -> str:
 
 def _steps(run_dir: Path, trainer: str) -> int:
     return int(read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))[0]["step"])
+
+
+def _presets(run_dir: Path) -> dict:
+    """The sizes `latentdiff train`'s plan chose (the `train` recipe only)."""
+    plan = run_dir / "plan.yaml"
+    if not plan.is_file():
+        return {}
+    chosen = yaml.safe_load(plan.read_text())
+    return {"autoencoder_preset": chosen["autoencoder"], "backbone_preset": chosen["backbone"]}
 
 
 def measure(recipe: str, minutes: float, n: int, seed: int, extractor: InceptionFeatures) -> dict:
@@ -150,6 +160,7 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,
             "backbone_params_m": sum(p.numel() for p in pipe.backbone.parameters()) / 1e6,
             "latent_shape": list(pipe.latent_shape),
+            **_presets(run_dir),
         },
         "fid": fid,
         "figure": figure,

@@ -241,6 +241,16 @@ def fid_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def _models(m: dict | None) -> str:
+    if not m:
+        return ""
+    named = lambda key: f"`{m[key]}` " if key in m else ""  # noqa: E731
+    return (
+        f"{named('autoencoder_preset')}AE {m['autoencoder_params_m']:.1f} M, {named('backbone_preset')}U-Net "
+        f"{m['backbone_params_m']:.1f} M, latent {'×'.join(map(str, m['latent_shape']))}"
+    )
+
+
 def quality_section(r: dict | None) -> list[str]:
     out = ["## Samples per minute: the standard FID protocol (`benchmarks/quality.py`)", ""]
     if not r:
@@ -249,14 +259,14 @@ def quality_section(r: dict | None) -> list[str]:
         f"{r['protocol']}; floor = N train vs N test images. Each point trains both stages from scratch "
         "in the budget; the work it trained is stated beside it (the reproducible quantity).",
         "",
-        "| recipe | budget (min) | trained (min) | work: Stage 1 steps × batch, Stage 2 steps × batch | sampler | "
-        "guidance | N | FID | KID | floor | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | budget (min) | trained (min) | models | work: Stage 1 steps × batch, Stage 2 steps × batch | "
+        "sampler | guidance | N | FID | KID | floor | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(r["points"], key=lambda p: (p["recipe"], p["budget_minutes"])):
         f, w = p["fid"], p["work"]
         out.append(
-            f"| {p['recipe']} | {p['budget_minutes']:g} | {p['training_minutes']:.1f} | "
+            f"| {p['recipe']} | {p['budget_minutes']:g} | {p['training_minutes']:.1f} | {_models(p.get('models'))} | "
             f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']} | "
             f"{f['sampler']} {f['steps']} | {f['guidance_scale']} | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
