@@ -3,13 +3,21 @@ presets that build; a plan that fits its budget and picks sizes from the measure
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from latentdiff.training import presets
-from latentdiff.training.planner import MIN_IMAGES, STAGE1_SHARE, inspect_data, make_plan
+from latentdiff.training.planner import (
+    MIN_IMAGES,
+    STAGE1_SHARE,
+    expected_overheads,
+    inspect_data,
+    make_plan,
+)
 
 
 def _png(path, size, mode="RGB", seed=0):
@@ -99,8 +107,17 @@ SPEEDS = {  # images/s, as probe_speeds measures them
 def test_the_budget_is_split_and_sizes_follow_the_measured_speeds(tmp_path):
     s = _summary(tmp_path)
     plan = make_plan(s, torch.device("cpu"), minutes=20, speeds=SPEEDS, probe_seconds=30)
-    assert abs(plan.total_minutes() + 0.5 - 20) < 1e-6  # probing + stages + evaluation = the budget
-    assert plan.stage1_minutes == pytest.approx(STAGE1_SHARE * (20 - 0.5 - plan.eval_minutes))
+    # probing + stages + encoding + evaluation = the budget
+    assert abs(plan.total_minutes() + 0.5 - 20) < 1e-6
+    assert plan.stage1_minutes == pytest.approx(
+        STAGE1_SHARE * (20 - 0.5 - plan.eval_minutes - plan.encode_minutes)
+    )
+    # the time outside training is that of the chosen sizes, from their measured speeds
+    encode, evaluation = expected_overheads(
+        s, torch.device("cpu"), SPEEDS["autoencoder"][plan.autoencoder], SPEEDS["diffusion"][plan.backbone]
+    )
+    assert plan.encode_minutes == pytest.approx(encode, abs=0.05)
+    assert plan.eval_minutes == pytest.approx(evaluation, abs=0.05)
     # the largest preset that sees MIN_IMAGES images in its time
     for stage, minutes in (("autoencoder", plan.stage1_minutes), ("diffusion", plan.stage2_minutes)):
         chosen = getattr(plan, "autoencoder" if stage == "autoencoder" else "backbone")
@@ -115,6 +132,20 @@ def test_the_budget_is_split_and_sizes_follow_the_measured_speeds(tmp_path):
         plan.backbone
     )
     assert "measured images/s here" in plan.describe()
+
+
+def test_the_evaluation_estimate_grows_with_the_slower_backbone_and_the_larger_split(tmp_path):
+    """Sampling cost follows the U-Net's speed; Inception and encoding follow the number of images."""
+    s = _summary(tmp_path)
+    cpu = torch.device("cpu")
+    enc_fast, ev_fast = expected_overheads(s, cpu, 400.0, 2000.0)
+    enc_slow, ev_slow = expected_overheads(s, cpu, 20.0, 100.0)
+    assert ev_slow > ev_fast and enc_slow > enc_fast
+    big = dataclasses.replace(s, num_images=60_000, num_classes=10)
+    enc_big, ev_big = expected_overheads(big, cpu, 250.0, 235.0)
+    # the 15-minute Fashion-MNIST run this was fitted to: statistics + encoding 1.0 min, evaluation 3.2 min
+    assert 0.7 < enc_big < 1.5 and 2.5 < ev_big < 4.0
+    assert expected_overheads(big, torch.device("cuda"), 250.0, 235.0)[1] < ev_big  # faster Inception
 
 
 def test_too_small_a_budget_is_refused_and_the_slowest_machine_gets_tiny(tmp_path):

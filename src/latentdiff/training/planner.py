@@ -32,9 +32,19 @@ log = logging.getLogger(__name__)
 # of the training time: the demo's 3 + 8 minutes give Stage 1 27 %; on the emoji folder 30 % (5.3 min) took
 # the autoencoder to 27.6 dB, past what Stage 2 needs, while its samples were the weaker part (train_budget)
 STAGE1_SHARE = 0.25
-# images a stage must see (steps × batch): 1,500 steps of 32 for Stage 1, 2,000 of 64 for Stage 2
-MIN_IMAGES = {"autoencoder": 48_000, "diffusion": 128_000}
+# images a stage must see (steps × batch) before a larger preset is worth its slower steps: 1,250 steps of
+# 32 for Stage 1, about 800 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
+# images reconstructs at 28.1 dB and the `large` U-Net after 119,000 reaches FID 27.4 at N = 10,000
+# (benchmarks/quality.py, 15 minutes)
+MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 100_000}
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
+# Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores, the
+# 15-minute Fashion-MNIST plan: encoding 60,000 images ran at 4.5× the autoencoder's training images/s,
+# DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation), and Inception-v3
+# seconds per image (10,000 in 5 minutes on 2 cores; a GPU ~15× faster).
+ENCODE_SPEEDUP = 4.0
+SAMPLING_SPEEDUP = 2.0
+INCEPTION_SECONDS = {"cpu": 0.03, "cuda": 0.002}
 NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
 DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
@@ -237,6 +247,7 @@ class Plan:
     speeds: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     device: str = "cpu"
+    encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
 
     def describe(self) -> str:
         lines = [
@@ -246,12 +257,13 @@ class Plan:
             f"~{self.expected_steps['autoencoder']} steps × {self.batch_sizes['autoencoder']}",
             f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
             f"~{self.expected_steps['diffusion']} steps × {self.batch_sizes['diffusion']}",
+            f"latent statistics and encoding: ~{self.encode_minutes:.1f} min; "
             f"evaluation: ~{self.eval_minutes:.1f} min; expected finish in {self.total_minutes():.1f} min",
         ]
         return "\n".join(lines + [f"  - {r}" for r in self.reasons])
 
     def total_minutes(self) -> float:
-        return self.stage1_minutes + self.stage2_minutes + self.eval_minutes
+        return self.stage1_minutes + self.encode_minutes + self.stage2_minutes + self.eval_minutes
 
     def key(self) -> dict[str, Any]:
         """What must not change on `--resume` (the measurements may)."""
@@ -263,9 +275,27 @@ class Plan:
 
 
 def eval_minutes_for(budget: float) -> float:
-    """Time kept back for the evaluation (samples, figures, PSNR/SSIM, FID with its floor): 5 % of the budget,
-    0.5 to 3 minutes (at most 1,000 samples at 64 px took 0.9 minutes on 2 CPU cores)."""
+    """A first guess of the time kept back for the evaluation, before the sizes are known: 5 % of the budget,
+    0.5 to 3 minutes (`expected_overheads` replaces it once they are)."""
     return min(3.0, max(0.5, 0.05 * budget))
+
+
+def expected_overheads(
+    summary: DataSummary, device: torch.device, ae_rate: float, dm_rate: float
+) -> tuple[float, float]:
+    """(minutes of latent statistics + encoding, minutes of evaluation) for models training at `ae_rate` and
+    `dm_rate` images/s: the evaluation samples min(1,000, held-out) images with DPM-Solver++ 20 steps (two
+    network evaluations per step with guidance), embeds them and as many held-out and train images with
+    Inception-v3 (the floor), and reconstructs as many held-out images for PSNR/SSIM."""
+    encode_rate = ENCODE_SPEEDUP * ae_rate
+    n_train = summary.num_images
+    statistics_and_encoding = (min(10_000, n_train) + n_train) / encode_rate / 60
+    n_eval = max(1, min(SAMPLES_FOR_EVAL, n_train // 9))
+    evaluations = 20 * (2 if summary.num_classes else 1)
+    sampling = (n_eval + 80) * evaluations / (SAMPLING_SPEEDUP * dm_rate)
+    inception = 3 * n_eval * INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
+    reconstruction = n_eval / (ENCODE_SPEEDUP / 2 * ae_rate)
+    return statistics_and_encoding, (sampling + inception + reconstruction + 10) / 60
 
 
 def make_plan(
@@ -292,10 +322,13 @@ def make_plan(
             f"size `{size}` for both stages ({'asked for' if asked else 'the default on this device'}), "
             f"{work['autoencoder']} + {work['diffusion']} steps ({'asked for' if steps else 'the default'})"
         )
-        s1 = s2 = 0.0
+        s1 = s2 = encode = 0.0
+        ev = eval_minutes_for(0.0)
         if speeds:
-            s1 = work["autoencoder"] * batch["autoencoder"] / speeds["autoencoder"][size] / 60
-            s2 = work["diffusion"] * batch["diffusion"] / speeds["diffusion"][size] / 60
+            ae_rate, dm_rate = speeds["autoencoder"][size], speeds["diffusion"][size]
+            s1 = work["autoencoder"] * batch["autoencoder"] / ae_rate / 60
+            s2 = work["diffusion"] * batch["diffusion"] / dm_rate / 60
+            encode, ev = expected_overheads(summary, device, ae_rate, dm_rate)
             reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
         return Plan(
             summary.name,
@@ -308,12 +341,13 @@ def make_plan(
             0.0,
             s1,
             s2,
-            eval_minutes_for(s1 + s2),
+            ev,
             batch,
             work,
             speeds or {},
             reasons,
             device.type,
+            encode,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -321,27 +355,47 @@ def make_plan(
         raise ValueError(
             "give --minutes (steps fitted to the time) or --steps (a fixed amount of work), not both"
         )
-    ev = eval_minutes_for(minutes)
-    train = minutes - ev - probe_seconds / 60
+    # the sizes decide the time outside training (encoding, evaluation), which decides the sizes: settle it
+    ev, overhead = eval_minutes_for(minutes), 0.0
+    for _ in range(3):
+        train = max(0.01, minutes - ev - overhead - probe_seconds / 60)
+        chosen, fitting = {}, {}
+        for stage, share in (
+            ("autoencoder", STAGE1_SHARE * train),
+            ("diffusion", (1 - STAGE1_SHARE) * train),
+        ):
+            fitting[stage] = [
+                p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]
+            ]
+            chosen[stage] = max(fitting[stage], key=PRESET_NAMES.index) if fitting[stage] else "tiny"
+        rates = {stage: speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"] for stage in chosen}
+        new_overhead, new_ev = expected_overheads(summary, device, rates["autoencoder"], rates["diffusion"])
+        settled = abs(new_overhead - overhead) + abs(new_ev - ev) < 0.05
+        overhead, ev = new_overhead, new_ev
+        if settled:
+            break
+    # not settled in three rounds: the last sizes keep what their overheads leave
+    train = minutes - ev - overhead - probe_seconds / 60
     if train < 0.2:
-        raise ValueError(f"--minutes {minutes:g} leaves no time to train after the evaluation ({ev:.1f} min)")
+        raise ValueError(
+            f"--minutes {minutes:g} leaves no time to train after the probe ({probe_seconds / 60:.1f} min), "
+            f"the evaluation ({ev:.1f} min) and the encoding ({overhead:.1f} min)"
+        )
     s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
-    chosen, expected = {}, {}
+    expected = {}
     for stage, share in (("autoencoder", s1), ("diffusion", s2)):
-        fits = [p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]]
-        chosen[stage] = max(fits, key=PRESET_NAMES.index) if fits else "tiny"
-        rate = speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"]
-        expected[stage] = int(rate * share * 60 / batch[stage])
+        expected[stage] = int(rates[stage] * share * 60 / batch[stage])
         measured = ", ".join(f"{p} {r:.0f}" for p, r in speeds[stage].items())
         reasons.append(
             f"{stage}: `{chosen[stage]}`, the largest preset that sees ≥ {MIN_IMAGES[stage]:,} images in "
             f"{share:.1f} min (measured images/s here: {measured})"
-            + ("" if fits else "; none reaches it, so the smallest")
+            + ("" if fitting[stage] else "; none reaches it, so the smallest")
         )
     reasons.append(
         f"time: {minutes:g} min = {probe_seconds / 60:.1f} probing + {s1:.1f} Stage 1 ({STAGE1_SHARE:.0%} of "
-        f"the training time) + {s2:.1f} Stage 2 + {ev:.1f} evaluation; each stage's cosine schedule is "
-        "fitted to its time"
+        f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + {ev:.1f} "
+        "evaluation (both estimated from the measured speeds); each stage's cosine schedule is fitted to its "
+        "time"
     )
     return Plan(
         summary.name,
@@ -360,4 +414,5 @@ def make_plan(
         speeds,
         reasons,
         device.type,
+        overhead,
     )
