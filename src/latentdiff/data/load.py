@@ -20,7 +20,7 @@ def load_dataset(
     flip: bool = False,
     limit: int | None = None,
 ) -> ImageDataset:
-    """A built-in dataset (`fashion-mnist`, `emoji`, `mnist`, `digits`) or an image folder.
+    """A built-in dataset (`fashion-mnist`, `emoji`, `mnist`, `digits`, `shapes`) or an image folder.
 
     Built-ins default to their native resolution and channels. A folder needs `resolution`, defaults to
     3 channels and labels from its sub-folders when every image is in one. Its splits:
