@@ -3,8 +3,7 @@ padding tokens change nothing."""
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers import Transformer2DModel, UNet2DConditionModel
 from suite_device import TEST_DEVICE, oracle_tolerance
 from test_unet_diffusers_format import _randomize
 from unet_configs import tiny_unet_config

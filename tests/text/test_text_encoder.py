@@ -115,3 +115,25 @@ def test_null_is_the_empty_prompt_and_bad_ids_are_refused():
         model(x, 1.0, {"text": ids[:, :5]})
     with pytest.raises(ValueError, match="vocabulary"):
         model(x, 1.0, {"text": ids + 10_000})
+
+
+def test_wordllama_option_loads_offline_frozen_and_round_trips(tmp_path):
+    pytest.importorskip("wordllama")
+    from latentdiff.io.checkpoint import load_tensors
+    from latentdiff.text.wordllama import WEIGHTS, package_file, wordllama_encoder, wordllama_tokenizer
+
+    tok = wordllama_tokenizer(max_length=10)
+    ids = tok.encode(["a small red circle in the top left", ""])
+    assert ids.shape == (2, 10) and tok.padding_mask(ids)[1].sum() == 1  # "<s>" alone
+    enc = wordllama_encoder(layers=0, heads=4, max_length=10)
+    table = load_tensors(package_file(WEIGHTS))["embedding.weight"].float()
+    assert not enc.token_embedding.weight.requires_grad and torch.equal(enc.token_embedding.weight, table)
+    emb, mask = enc(ids)
+    assert emb.shape == (2, 10, 256) and torch.equal(emb[0, 1], table[ids[0, 1]])
+    enc.save_pretrained(tmp_path / "text_encoder")
+    tok.save(tmp_path / "tokenizer.json")
+    back = TextEncoder.from_pretrained(tmp_path / "text_encoder")
+    assert torch.equal(
+        back(CaptionTokenizer.load(tmp_path / "tokenizer.json").encode(["red"]))[0],
+        enc(tok.encode(["red"]))[0],
+    )

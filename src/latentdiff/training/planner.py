@@ -51,6 +51,7 @@ class DataSummary:
     num_classes: int
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    captioned: bool = False  # captions found: Stage 2 is text-conditioned
 
 
 def _power_of_two_at_most(n: int) -> int:
@@ -65,6 +66,7 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
 
     from latentdiff.data.builtin import BUILTIN
     from latentdiff.data.image_folder import find_images, folder_labels
+    from latentdiff.data.load import data_has_captions
 
     notes: list[str] = []
     if name_or_path.lower() in BUILTIN:
@@ -75,7 +77,10 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
 
         ds = load_dataset(name_or_path, "train", res, channels)
         names = list(ds.class_names or [])
-        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes)
+        captioned = ds.captions is not None
+        if captioned:
+            notes.append("captioned: text-conditioned (a tokenizer and text encoder trained with the model)")
+        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes, captioned)
 
     root = Path(name_or_path).expanduser()
     if not root.is_dir():
@@ -108,12 +113,16 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
         notes.append(f"resolution {resolution} px (asked for; median shorter side {median} px)")
     class_names, _ = folder_labels(root / "train" if (root / "train").is_dir() else root, files, "auto")
     names = list(class_names or [])
-    notes.append(
-        f"{len(names)} classes from sub-folders: class-conditional"
-        if names
-        else "no class sub-folders: unconditional"
-    )
-    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes)
+    captioned = data_has_captions(str(root))
+    if captioned:
+        notes.append("captions (metadata.jsonl or NAME.txt): text-conditioned")
+    else:
+        notes.append(
+            f"{len(names)} classes from sub-folders: class-conditional"
+            if names
+            else "no class sub-folders: unconditional"
+        )
+    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes, captioned)
 
 
 def _is_grey_rgb(im) -> bool:
@@ -237,11 +246,14 @@ class Plan:
     speeds: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     device: str = "cpu"
+    text: bool = False  # text-conditioned Stage 2 (the data has captions); `conditional` is about classes
 
     def describe(self) -> str:
+        kind = (
+            "text-conditioned" if self.text else "class-conditional" if self.conditional else "unconditional"
+        )
         lines = [
-            f"data: {self.data}, {self.channels} channel(s), {self.resolution} px, "
-            f"{'class-conditional' if self.conditional else 'unconditional'}",
+            f"data: {self.data}, {self.channels} channel(s), {self.resolution} px, {kind}",
             f"Stage 1: KL autoencoder `{self.autoencoder}`, f = {self.f}, {self.stage1_minutes:.1f} min, "
             f"~{self.expected_steps['autoencoder']} steps × {self.batch_sizes['autoencoder']}",
             f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
@@ -314,6 +326,7 @@ def make_plan(
             speeds or {},
             reasons,
             device.type,
+            text=summary.captioned,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -360,4 +373,5 @@ def make_plan(
         speeds,
         reasons,
         device.type,
+        text=summary.captioned,
     )
