@@ -275,11 +275,6 @@ def prepare_text(
 ) -> tuple[CaptionTokenizer, ImageDataset | None]:
     """The tokenizer of a text-conditioned Stage 2: the run's `tokenizer.json` on a resume, else learned
     from the training captions (or wordllama's); and the training data when it had to be loaded for it."""
-    if stage.backbone != "unet":
-        raise ValueError(
-            f"text conditioning needs backbone=unet (cross-attention); backbone={stage.backbone} "
-            "takes classes only"
-        )
     saved = run_dir / TOKENIZER_FILE
     if resume and saved.is_file():
         return CaptionTokenizer.load(saved), None
