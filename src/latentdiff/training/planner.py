@@ -35,7 +35,7 @@ STAGE1_SHARE = 0.25
 # images a stage must see (steps × batch): 1,500 steps of 32 for Stage 1, 2,000 of 64 for Stage 2
 MIN_IMAGES = {"autoencoder": 48_000, "diffusion": 128_000}
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
-NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8)}
+NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8), "shapes": (3, 32)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
 DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
 
