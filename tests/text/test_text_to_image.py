@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from latentdiff.autoencoder.config import AutoencoderConfig
@@ -180,6 +181,10 @@ def test_tiny_text_model_trains_and_samples_from_the_cli(tmp_path, tiny_run, cap
     assert (run / "tokenizer.json").is_file() and (run / "text_encoder" / "model.safetensors").is_file()
     unet_cfg = json.loads((run / "unet" / "config.json").read_text())
     assert unet_cfg["cross_attention_dim"] == 16 and unet_cfg["num_classes"] == 0
+    # a resume goes through the checkpoint's two halves (unet/ and text_encoder/) and changes nothing
+    unet_before = (run / "unet" / "model.safetensors").read_bytes()
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+    assert (run / "unet" / "model.safetensors").read_bytes() == unet_before
     pipe = LatentDiffusionPipeline.from_pretrained(run, device="cpu")
     assert pipe.takes_text
     prompts = tmp_path / "prompts.txt"
@@ -203,5 +208,15 @@ def test_tiny_text_model_trains_and_samples_from_the_cli(tmp_path, tiny_run, cap
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
     argv = ["-q", "img2img", str(run), "--input", str(img), "--prompt", "left square", "--steps", "2"]
     assert main([*argv, "--out", str(tmp_path / "edit")]) == 0, capsys.readouterr().err
+    assert main(["-q", "export-diffusers", str(run), "--out", str(tmp_path / "exp")]) == 0
+    theirs = UNet2DConditionModel.from_pretrained(tmp_path / "exp" / "unet")
+    ids = pipe.backbone.encode_prompts(["left square", "a square on the right"])
+    emb, mask = pipe.backbone.text_encoder(ids)
+    x = torch.randn(2, *pipe.latent_shape)
+    with torch.no_grad():
+        expected = theirs(x, torch.tensor([3.0, 500.0]), emb, encoder_attention_mask=mask.float()).sample
+        torch.testing.assert_close(
+            pipe.backbone(x, torch.tensor([3.0, 500.0]), {"text": ids}), expected, atol=1e-5, rtol=0
+        )
     bad = ["-q", "sample", str(tiny_run), "--prompt", "a cat", "--steps", "1", "--out", str(tmp_path / "x")]
     assert main(bad) != 0 and "not text-conditioned" in capsys.readouterr().err
