@@ -198,7 +198,8 @@ class DiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # cross-attention's q/k/v projections have none
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.time_embed.linear_1.weight, std=0.02)
         nn.init.normal_(self.time_embed.linear_2.weight, std=0.02)
         if self.class_embed is not None:
