@@ -17,7 +17,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,text]'
 	touch $@
 
 venv: $(VENV)/.runtime

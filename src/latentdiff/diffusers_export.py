@@ -87,19 +87,30 @@ def edm_scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
 
 
 def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write the run's backbone, autoencoder and scheduler in diffusers' formats; returns what was written."""
+    """Write the run's backbone, autoencoder and scheduler in diffusers' formats; returns what was written.
+
+    A text-conditioned run's U-Net is a `UNet2DConditionModel`; its text encoder has no diffusers (or
+    transformers) class, so it goes along in latentdiff's format (`text_encoder/`,
+    `tokenizer/tokenizer.json`): its output is the U-Net's `encoder_hidden_states`, `ids != pad_id` its
+    `encoder_attention_mask`."""
     from latentdiff.autoencoder.vae_diffusers_format import save_diffusers_autoencoder
     from latentdiff.nets.unet_diffusers_format import save_diffusers_unet
     from latentdiff.pipeline import LatentDiffusionPipeline
 
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device="cpu")
     out = Path(out_dir)
+    backbone, written, text = pipe.backbone, {}, None
+    if pipe.takes_text:
+        written["text_encoder"] = backbone.text_encoder.save_pretrained(out / "text_encoder")
+        written["tokenizer"] = backbone.tokenizer.save(out / "tokenizer" / "tokenizer.json")
+        text = {"format": "latentdiff.text_encoder", "pad_id": backbone.tokenizer.pad_id}
+        backbone = backbone.backbone
     if pipe.backbone_name == "dit":
         from latentdiff.nets.dit_diffusers_format import save_diffusers_dit
 
-        written = {"transformer": save_diffusers_dit(pipe.backbone, out / "transformer")}
+        written["transformer"] = save_diffusers_dit(backbone, out / "transformer")
     else:
-        written = {"unet": save_diffusers_unet(pipe.backbone, out / "unet")}
+        written["unet"] = save_diffusers_unet(backbone, out / "unet")
     if pipe.autoencoder.kind == "kl":
         written["vae"] = save_diffusers_autoencoder(pipe.autoencoder, out / "vae")
     (out / "scheduler").mkdir(parents=True, exist_ok=True)
@@ -113,6 +124,7 @@ def export_to_diffusers(run_dir: str | Path, out_dir: str | Path) -> dict[str, P
             "shift_factor": ae.shift_factor,
             "class_names": pipe.class_names,
             "null_class": pipe.num_classes if pipe.num_classes else None,
+            "text_encoder": text,
         },
         out / "latentdiff.json",
     )

@@ -3,7 +3,10 @@
 Generation samples z_T ~ N(0, I) in latent space, runs the learned reverse diffusion to z_0 and decodes
 x = D(z_0 / scale + shift) with the frozen decoder. The same pieces give reconstruction, img2img (SDEdit,
 Meng et al. 2022, in latent space), inpainting (known latents re-noised and blended after every step),
-interpolation (spherical interpolation of the initial noise) and the denoising trajectory.
+interpolation (spherical interpolation of the initial noise) and the denoising trajectory. A
+text-conditioned run (`text_encoder/` + `tokenizer.json`) takes `prompt=` wherever a class works, and
+`negative_prompt=` as what guidance steers away from (the unconditional branch of classifier-free
+guidance, Ho & Salimans 2022, eq. 6, with the negative prompt in place of the empty one).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from latentdiff.io.autoencoder_record import check_autoencoder_pair
 from latentdiff.io.checkpoint import CheckpointError, read_json
 from latentdiff.io.images import to_pil, to_uint8
 from latentdiff.nets.backbones import find_backbone_folder, load_backbone
+from latentdiff.text.conditioned import is_text_run, load_text_conditioned
 from latentdiff.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "pt"]
 Labels = int | str | Sequence[int | str] | torch.Tensor | None
+Prompts = str | Sequence[str] | None
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -106,6 +111,8 @@ class LatentDiffusionPipeline:
         )
         check_autoencoder_pair(folder, ae_folder, trained_with.hash(), remedy)
         backbone = load_backbone(folder, weights=weights)
+        if is_text_run(run_dir):
+            backbone = load_text_conditioned(run_dir, backbone, weights=weights)
         scheduler = upgrade_diffusion_dict(read_json(run_dir / "scheduler.json"))
         diffusion = from_dict(DiffusionConfig, scheduler, "scheduler.json: ")
         classes = read_json(run_dir / "classes.json") if (run_dir / "classes.json").is_file() else []
@@ -125,6 +132,21 @@ class LatentDiffusionPipeline:
     @property
     def num_classes(self) -> int:
         return self.backbone.config.num_classes
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether this model is text-conditioned (takes `prompt=`)."""
+        return "text" in getattr(self.backbone, "cond_keys", ())
+
+    def _prompts(self, prompt: Prompts, n: int, name: str = "prompt") -> torch.Tensor | None:
+        if prompt is None:
+            return None
+        if not self.takes_text:
+            raise ValueError(f"this model is not text-conditioned: it takes no {name} (train it on captions)")
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} {name}s for {n} images")
+        return self.backbone.encode_prompts(prompts).to(self.device)
 
     def class_index(self, label: int | str) -> int:
         """A class by index or (case-insensitive) name; errors list the valid names."""
@@ -171,18 +193,38 @@ class LatentDiffusionPipeline:
         return g
 
     def conditions(
-        self, class_labels: Labels, negative_class_labels: Labels, n: int
+        self,
+        class_labels: Labels,
+        negative_class_labels: Labels,
+        n: int,
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """(cond, uncond) for `n` images: ``{"class": labels}`` (or ``{}`` for unconditional sampling) and
-        what guidance contrasts it with — the negative classes when given, else the learned null."""
+        """(cond, uncond) for `n` images: ``{"class": labels}`` and/or ``{"text": token ids}`` (or ``{}`` for
+        unconditional sampling) and what guidance contrasts it with — the negative classes / the negative
+        prompt when given, else the learned null (the null class, the empty prompt)."""
         labels = self._labels(class_labels, n)
         negative = self._labels(negative_class_labels, n)
         if negative is not None and labels is None:
             raise ValueError("negative_class_labels need class_labels to contrast with")
-        if labels is None:
+        ids = self._prompts(prompt, n)
+        negative_ids = self._prompts(negative_prompt, n, "negative prompt")
+        if negative_ids is not None and ids is None:
+            # a negative prompt alone steers away from it, towards the unconditional model
+            ids = self.backbone.null_cond({"text": negative_ids})["text"]
+        cond: dict[str, torch.Tensor] = {}
+        if labels is not None:
+            cond["class"] = labels
+        if ids is not None:
+            cond["text"] = ids
+        if not cond:
             return {}, None
-        cond = {"class": labels}
-        return cond, {"class": negative} if negative is not None else self.backbone.null_cond(cond)
+        uncond = self.backbone.null_cond(cond)
+        if negative is not None:
+            uncond["class"] = negative
+        if negative_ids is not None:
+            uncond["text"] = negative_ids
+        return cond, uncond
 
     @staticmethod
     def _rows(
@@ -209,7 +251,7 @@ class LatentDiffusionPipeline:
         cond, uncond = conds
         if guidance_scale != 1.0 and not cond:
             raise ValueError(
-                "guidance_scale != 1 needs class_labels (classifier-free guidance is conditional)"
+                "guidance_scale != 1 needs class_labels or a prompt (classifier-free guidance is conditional)"
             )
         denoiser = Denoiser(self.backbone, self.schedule, self.precond, cond, uncond, guidance_scale)
         return get_sampler(sampler)(
@@ -249,13 +291,15 @@ class LatentDiffusionPipeline:
         generator: torch.Generator | None = None,
         output_type: OutputType = "pil",
         batch_size: int = 64,
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
         **sampler_opts: Any,
     ) -> Any:
         """Sample `num_images` images. The initial noise of image i does not depend on `batch_size`."""
         images = list(
             self.generate_batches(
                 num_images, steps, sampler, guidance_scale, class_labels, negative_class_labels, seed,
-                generator, batch_size, **sampler_opts,
+                generator, batch_size, prompt=prompt, negative_prompt=negative_prompt, **sampler_opts,
             )
         )  # fmt: skip
         return self._output(torch.cat(images), output_type)
@@ -272,6 +316,8 @@ class LatentDiffusionPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
         **sampler_opts: Any,
     ) -> Iterator[torch.Tensor]:
         """What `__call__` makes, one batch of `batch_size` images (float NCHW in [-1, 1], on the CPU) at a
@@ -282,7 +328,7 @@ class LatentDiffusionPipeline:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of images >= 1, got {batch_size!r}")
         g = self._generator(seed, generator)
-        conds = self.conditions(class_labels, negative_class_labels, num_images)
+        conds = self.conditions(class_labels, negative_class_labels, num_images, prompt, negative_prompt)
         x_T = self.noise(num_images, g, device="cpu")  # on the CPU: one batch at a time goes to the device
         batches = range(0, num_images, batch_size)
         for i in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress or len(batches) < 2):
@@ -316,6 +362,8 @@ class LatentDiffusionPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: OutputType = "pt",
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
     ) -> Any:
         """SDEdit in latent space: noise E(x) to the timestep of `strength` and denoise from there.
         strength 0 returns the reconstruction, 1 ignores the input."""
@@ -329,7 +377,7 @@ class LatentDiffusionPipeline:
         t = sampler_timesteps(sampler, self.schedule, steps)[skip]
         noise = torch.randn(z0.shape, generator=g, device=g.device).to(self.device)
         z_t = self.schedule.add_noise(z0, noise, t.expand(len(z0)).to(self.device))
-        conds = self.conditions(class_labels, negative_class_labels, len(z0))
+        conds = self.conditions(class_labels, negative_class_labels, len(z0), prompt, negative_prompt)
         z = self._denoise(z_t, steps, sampler, guidance_scale, conds, g, start_index=skip)
         return self._output(self.decode(z), output_type)
 
@@ -361,6 +409,8 @@ class LatentDiffusionPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: OutputType = "pt",
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
     ) -> Any:
         """Regenerate the region where `mask` is 1 and keep the rest: after every step the known latents,
         noised to the current timestep, replace the unmasked part (the blended-latent scheme of
@@ -376,7 +426,7 @@ class LatentDiffusionPipeline:
             return m * info["x"] + (1 - m) * known_t
 
         x_T = self.noise(len(images), g)
-        conds = self.conditions(class_labels, negative_class_labels, len(images))
+        conds = self.conditions(class_labels, negative_class_labels, len(images), prompt, negative_prompt)
         z = self._denoise(x_T, steps, sampler, guidance_scale, conds, g, callback=blend)
         return self._output(self.decode(z), output_type)
 
@@ -392,6 +442,8 @@ class LatentDiffusionPipeline:
         class_labels: Labels = None,
         negative_class_labels: Labels = None,
         output_type: OutputType = "pt",
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
     ) -> Any:
         """`n` images along the great circle between the initial noise of `seed_a` and `seed_b`; the
         endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws."""
@@ -400,7 +452,7 @@ class LatentDiffusionPipeline:
         a = self.noise(1, torch.Generator().manual_seed(seed_a))[0]
         b = self.noise(1, torch.Generator().manual_seed(seed_b))[0]
         x_T = torch.stack([slerp(a, b, i / (n - 1)) for i in range(n)])
-        conds = self.conditions(class_labels, negative_class_labels, n)
+        conds = self.conditions(class_labels, negative_class_labels, n, prompt, negative_prompt)
         images = []
         for i in range(n):  # one at a time, with the generator state plain sampling would have
             g = torch.Generator().manual_seed(seed_a if i < n - 1 else seed_b)
@@ -420,12 +472,14 @@ class LatentDiffusionPipeline:
         class_labels: Labels = None,
         negative_class_labels: Labels = None,
         seed: int | None = None,
+        prompt: Prompts = None,
+        negative_prompt: Prompts = None,
     ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """Decoded predictions of z_0 (and the current noisy latent) after the chosen step indices:
         a list of (step, x̂_0 images, z_t latents)."""
         at = sorted(set(at if at is not None else np.linspace(0, steps - 1, 5).round().astype(int).tolist()))
         g = self._generator(seed, None)
-        conds = self.conditions(class_labels, negative_class_labels, num_images)
+        conds = self.conditions(class_labels, negative_class_labels, num_images, prompt, negative_prompt)
         frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
         def record(info: dict[str, Any]) -> None:

@@ -151,6 +151,7 @@ def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
         device,
         seed,
         steps["diffusion"],
+        text=plan.text,
     )
     return ae, dm
 
@@ -249,8 +250,22 @@ def evaluate_run(
     train = load_dataset(data, "train", resolution, channels)
     test = load_dataset(data, "test", resolution, channels)
     recon = evaluate_autoencoder(pipe.autoencoder, test, limit=1000, progress=progress)
-    guidance = 2.0 if pipe.num_classes else 1.0
-    if pipe.num_classes:
+    guidance = 2.0 if pipe.num_classes or pipe.takes_text else 1.0
+    if pipe.takes_text and test.captions:
+        spread = test.captions[:: max(1, len(test.captions) // 8)]
+        prompts = [c[0] for c in spread if c][:8]
+        images = pipe(
+            num_images=8 * len(prompts),
+            steps=20,
+            sampler="dpmpp_2m",
+            guidance_scale=guidance,
+            prompt=[p for p in prompts for _ in range(8)],
+            seed=seed,
+            output_type="pt",
+        )
+        title = f"samples for test captions: DPM-Solver++ 20 steps, guidance {guidance}"
+        class_grid(images, prompts, run_dir / "samples.png", cols=8, title=title)
+    elif pipe.num_classes:
         names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
         shown = names[:20]  # one row per class, the first 20 classes
         labels = [c for c in range(len(shown)) for _ in range(8)]

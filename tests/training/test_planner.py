@@ -168,3 +168,23 @@ def test_without_a_budget_the_device_default_and_its_expected_time(tmp_path):
     fixed = make_plan(s, torch.device("cpu"), size="tiny", speeds=SPEEDS, steps=(10, 20))
     assert fixed.expected_steps == {"autoencoder": 10, "diffusion": 20} and fixed.autoencoder == "tiny"
     assert make_plan(s, torch.device("cuda"), speeds=None).backbone == "base"
+
+
+def test_captioned_folder_plans_a_text_conditioned_model(tmp_path):
+    from latentdiff.workflow import stages_of
+
+    for i in range(4):
+        _png(tmp_path / f"{i}.png", (16, 16), "RGB", i)
+        (tmp_path / f"{i}.txt").write_text(f"picture number {i}")
+    s = inspect_data(str(tmp_path))
+    assert s.captioned and any("text-conditioned" in n for n in s.notes)
+    plan = make_plan(s, torch.device("cpu"), size="tiny")
+    assert plan.text and "text-conditioned" in plan.describe()
+    _, stage2 = stages_of(plan)
+    assert stage2.conditional == "text" and stage2.cond_dropout["text"] == 0.1
+    (tmp_path / "0.txt").unlink()  # metadata.jsonl alone counts too
+    for i in range(1, 4):
+        (tmp_path / f"{i}.txt").unlink()
+    assert not inspect_data(str(tmp_path)).captioned
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "0.png", "text": "a picture"}\n')
+    assert inspect_data(str(tmp_path)).captioned

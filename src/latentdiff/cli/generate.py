@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 EXAMPLES = {
-    "sample": "latentdiff sample runs/demo --num-images 16 --class sneaker --guidance 2 --out out/sneakers",
+    "sample": "latentdiff sample runs/demo --num-images 16 --class sneaker --guidance 2 --out out/sneakers\n"
+    "  latentdiff sample runs/shapes --prompt 'a small red circle in the top left' --negative-prompt "
+    "'blue' --guidance 3 --out out/red",
     "img2img": "latentdiff img2img runs/demo --input photo.png --strength 0.6 --out out/edit",
     "inpaint": "latentdiff inpaint runs/demo --input photo.png --mask mask.png --out out/inpaint",
     "interpolate": "latentdiff interpolate runs/demo --seed-a 1 --seed-b 2 --n 8 --out out/walk",
@@ -41,6 +43,20 @@ def _sampling_flags(p: argparse.ArgumentParser, steps: int = 20, sampler: str = 
         dest="negative_class",
         default=None,
         help="class that guidance steers away from instead of the unconditional model (needs --guidance)",
+    )
+    p.add_argument("--prompt", default=None, help="text prompt (text-conditioned models)")
+    p.add_argument(
+        "--negative-prompt",
+        dest="negative_prompt",
+        default=None,
+        help="prompt that guidance steers away from, in place of the empty prompt (needs --guidance)",
+    )
+    p.add_argument(
+        "--prompts-file",
+        dest="prompts_file",
+        type=Path,
+        default=None,
+        help="a text file of prompts, one per line (sample: --num-images images for each)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -99,6 +115,29 @@ def _pipeline(args: argparse.Namespace):
     return LatentDiffusionPipeline.from_pretrained(args.run, device=args.device)
 
 
+def _prompts(args: argparse.Namespace) -> list[str] | None:
+    """The prompts of --prompt or --prompts-file (one per non-empty line), None when neither is given."""
+    if args.prompt is not None and args.prompts_file is not None:
+        raise ValueError("give --prompt or --prompts-file, not both")
+    if args.prompts_file is None:
+        return None if args.prompt is None else [args.prompt]
+    try:
+        lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--prompts-file {args.prompts_file}: cannot read it ({e})") from e
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts-file {args.prompts_file} holds no prompt (one per line)")
+    return prompts
+
+
+def _one_prompt(args: argparse.Namespace) -> str | None:
+    prompts = _prompts(args)
+    if prompts is not None and len(prompts) > 1:
+        raise ValueError(f"this command takes one prompt; {args.prompts_file} holds {len(prompts)}")
+    return None if prompts is None else prompts[0]
+
+
 def _image_size(pipe) -> tuple[int, int]:
     ae = pipe.autoencoder
     return ae.config.in_channels, pipe.backbone.config.sample_size * ae.downsample_factor
@@ -142,9 +181,12 @@ def cmd_sample(args: argparse.Namespace) -> str:
 
     _at_least_one("--num-images", args.num_images)
     _at_least_one("--batch-size", args.batch_size)
+    prompts = _prompts(args)
     pipe = _pipeline(args)
+    total = args.num_images * (len(prompts) if prompts else 1)
+    per_prompt = None if prompts is None else [p for p in prompts for _ in range(args.num_images)]
     batches = pipe.generate_batches(
-        num_images=args.num_images,
+        num_images=total,
         steps=args.steps,
         sampler=args.sampler,
         guidance_scale=args.guidance,
@@ -152,7 +194,11 @@ def cmd_sample(args: argparse.Namespace) -> str:
         negative_class_labels=args.negative_class,
         seed=args.seed,
         batch_size=args.batch_size,
+        prompt=per_prompt,
+        negative_prompt=args.negative_prompt,
     )
+    if prompts is not None:
+        return _sample_prompts(args, batches, prompts, total)
     digits = max(4, len(str(args.num_images - 1)))
     written, shown = 0, []
     try:
@@ -172,6 +218,33 @@ def cmd_sample(args: argparse.Namespace) -> str:
     return f"{written} images in {args.out}/ (grid of {first}: {grid})"
 
 
+def _sample_prompts(args: argparse.Namespace, batches, prompts: list[str], total: int) -> str:
+    """Write each image as it is made (`sample_PPPP_IIII.png`: prompt P, image I) and `grid.png` with one
+    row per prompt (up to 16 prompts × 8 images), the prompt on the left; `prompts.txt` lists them."""
+    from latentdiff.figures.grids import class_grid
+
+    cols, rows = min(args.num_images, 8), min(len(prompts), 16)
+    written, kept = 0, []
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "prompts.txt").write_text("".join(f"{i:04d}\t{p}\n" for i, p in enumerate(prompts)))
+    try:
+        for batch in batches:
+            for image in batch:
+                p, i = divmod(written, args.num_images)
+                _save_png(image, args.out / f"sample_{p:04d}_{i:04d}.png")
+                if p < rows and i < cols:
+                    kept.append(image)
+                written += 1
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"{written} of {total} images were written to {args.out}/ before the interruption"
+        ) from None
+    grid = class_grid(torch.stack(kept), prompts[:rows], args.out / "grid.png", cols=cols)
+    return (
+        f"{written} images for {len(prompts)} prompt(s) in {args.out}/ (grid labelled with prompts: {grid})"
+    )
+
+
 def cmd_img2img(args: argparse.Namespace) -> str:
     pipe = _pipeline(args)
     channels, size = _image_size(pipe)
@@ -185,6 +258,8 @@ def cmd_img2img(args: argparse.Namespace) -> str:
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
         seed=args.seed,
+        prompt=_one_prompt(args),
+        negative_prompt=args.negative_prompt,
     )
     return _write(args.out, images, names)
 
@@ -210,6 +285,8 @@ def cmd_inpaint(args: argparse.Namespace) -> str:
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
         seed=args.seed,
+        prompt=_one_prompt(args),
+        negative_prompt=args.negative_prompt,
     )
     return _write(args.out, out, names)
 
@@ -225,6 +302,8 @@ def cmd_interpolate(args: argparse.Namespace) -> str:
         guidance_scale=args.guidance,
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
+        prompt=_one_prompt(args),
+        negative_prompt=args.negative_prompt,
     )
     return _write(args.out, images, [f"interp_{i:02d}" for i in range(len(images))], nrow=len(images))
 

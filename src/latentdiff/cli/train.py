@@ -112,7 +112,9 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
         "--loss-weighting edm",
     )
     add_shortcut(p, "--schedule", "diffusion.schedule", "linear | scaled_linear | cosine")
-    add_shortcut(p, "--conditional", "conditional", "auto | yes | no (class-conditional with labels)")
+    add_shortcut(
+        p, "--conditional", "conditional", "auto | yes | no | text (yes: class labels; text: captions)"
+    )
     _train_flags(p)
     p.set_defaults(func=cmd_train_diffusion)
 

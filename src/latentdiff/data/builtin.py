@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import PIL
 
-from latentdiff.data import digits, emoji, fashion_mnist, mnist
+from latentdiff.data import digits, emoji, fashion_mnist, mnist, shapes
 from latentdiff.data.dataset import ArrayImageDataset, check_fits_in_memory, check_resolution, spread_indices
 from latentdiff.data.source import BuiltinSource, data_root
 
 log = logging.getLogger(__name__)
 
 BUILTIN: dict[str, BuiltinSource] = {
-    s.name: s for s in (fashion_mnist.SOURCE, emoji.SOURCE, mnist.SOURCE, digits.SOURCE)
+    s.name: s for s in (fashion_mnist.SOURCE, emoji.SOURCE, mnist.SOURCE, digits.SOURCE, shapes.SOURCE)
 }
 CACHE_VERSION = 1
 
@@ -154,6 +154,10 @@ def load_builtin(
         is_native = (resolution, channels) == (native_resolution, native_channels)
         if len(keep) == len(raw.labels) and not (raw.cheap_native and is_native):
             _write_cache(stem, images, labels)
-    return ArrayImageDataset(
+    dataset = ArrayImageDataset(
         images, labels, name=source.name, split=split, class_names=class_names, flip=flip
     )
+    if source.captions is not None:
+        every = source.captions(location, split)
+        dataset.captions = [list(every[i]) for i in spread_indices(len(every), limit)]
+    return dataset

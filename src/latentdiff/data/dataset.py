@@ -87,9 +87,12 @@ class ImageDataset(Dataset, ABC):
 
     Subclasses store `labels` (int64, N) and implement `uint8_batch`. `split_rule`: how an image folder's
     split was chosen, in words (`ImageFolder`; None for the built-in sets, whose splits are their own).
+    `captions`: per image a list of captions (possibly empty), or None when the data has no captions
+    (`data.captions`; text-to-image).
     """
 
     split_rule: str | None = None
+    captions: list[list[str]] | None = None
 
     def __init__(
         self,

@@ -20,6 +20,11 @@ names come from Python's `unicodedata` (Unicode 14.0 in Python 3.11), so a newer
 code points (20 emoji of Unicode 15 in the Debian font) gets a slightly different class list; a trained
 model keeps its own class names. The Debian font gives 1,425 classes.
 
+Captions (text-to-image): the Unicode names of the sequence's code points in lower case, joining
+characters and variation selectors left out, skin-tone modifiers read as "light skin tone" …, a flag's
+two regional indicators as "flag XY": e.g. ["waving hand sign, medium skin tone", "an emoji of waving
+hand sign, medium skin tone", "waving hand sign"].
+
 Split: an emoji is `test` when the first 8 hex digits of SHA-256 of its sequence key (code points as
 upper-case hex joined by "-", e.g. "26F9-200D-2640") are ≡ 0 mod 10, else `train`: fixed for a
 given font, whatever the machine or run. Images are in glyph-ID order.
@@ -156,6 +161,47 @@ def class_names(font: Path) -> list[str]:
     return sorted({g.class_name for g in _glyphs(font)})
 
 
+_SKIN_TONES = {
+    0x1F3FB: "light skin tone",
+    0x1F3FC: "medium-light skin tone",
+    0x1F3FD: "medium skin tone",
+    0x1F3FE: "medium-dark skin tone",
+    0x1F3FF: "dark skin tone",
+}
+_SILENT = {0x200D, 0xFE0E, 0xFE0F, 0x20E3}  # joiner, variation selectors, combining keycap
+_REGIONAL_A = 0x1F1E6
+
+
+def describe(sequence: tuple[int | str, ...]) -> str:
+    """A code-point sequence in words, e.g. 'woman, medium skin tone' or 'flag FR'."""
+    letters = [c - _REGIONAL_A for c in sequence if isinstance(c, int) and 0 <= c - _REGIONAL_A < 26]
+    if len(letters) == 2 and len(sequence) == 2:
+        return "flag " + "".join(chr(ord("A") + i) for i in letters)
+    words = []
+    for c in sequence:
+        if isinstance(c, str):
+            words.append(c.lower().replace("_", " "))
+        elif c in _SKIN_TONES:
+            words.append(_SKIN_TONES[c])
+        elif c not in _SILENT:
+            words.append(unicodedata.name(chr(c), f"U+{c:04X}").lower())
+    return ", ".join(words) or "emoji"
+
+
+def split_captions(font: Path, split: str) -> list[list[str]]:
+    """Per image of `split` (in `read_split`'s order), its captions."""
+    out = []
+    for g in _glyphs(font):
+        if g.is_test != (split == "test"):
+            continue
+        words = describe(g.sequence)
+        captions = [words, f"an emoji of {words}"]
+        if g.class_name.lower() != words:
+            captions.append(g.class_name.lower())
+        out.append(captions)
+    return out
+
+
 def read_split(font: Path, split: str) -> SourceSplit:
     glyphs = [g for g in _glyphs(font) if g.is_test == (split == "test")]
     index = {name: i for i, name in enumerate(class_names(font))}
@@ -185,4 +231,5 @@ SOURCE = BuiltinSource(
     fingerprint=fingerprint,
     class_names=class_names,
     read_split=read_split,
+    captions=split_captions,
 )

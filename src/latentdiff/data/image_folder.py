@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from latentdiff.data.captions import folder_captions
 from latentdiff.data.dataset import ImageDataset, check_fits_in_memory, spread_indices, uint8_to_float
 from latentdiff.data.image_convert import IMAGE_EXTENSIONS, image_to_array, to_channels
 
@@ -263,6 +264,7 @@ class ImageFolder(ImageDataset):
     from all the files before that, so both parts number the classes alike. `exclude`: names of
     first-level sub-folders left out entirely, files and class (e.g. "test" when the train split is a
     folder whose `test/` sub-folder holds the test split). `limit` applies after both.
+    Captions (`metadata.jsonl` or `NAME.txt` sidecars, `data.captions`) are in `.captions` (None: none).
     `.holdout` says which part this is (None: no hash split) and `.split_rule` says in words which files
     were taken, for logs and reports.
     """
@@ -330,6 +332,7 @@ class ImageFolder(ImageDataset):
                 f"no readable image found in {root}{skipped}; looked for files ending in "
                 f"{', '.join(IMAGE_EXTENSIONS)} (any case, in sub-folders too)"
             )
+        self.captions = folder_captions(root, self.files)
 
     def _scan(self, files: list[Path], cache: bool) -> tuple[list[int], list[Path], np.ndarray | None]:
         """Decode every file once: (positions of the readable ones, skipped paths, pixels if cached)."""

@@ -7,7 +7,12 @@ flip) and one `.npy` per array, read with `np.load(mmap_mode="r")`:
   and std (not one sample) lets Stage 2 draw a fresh z0 = mean + std·ε every step;
 - kind `vq`: `indices.npy`, int32 (N, h, w), the code indices;
 - `labels.npy`: int64 (N,), the class labels; read back as the conditioning ``{"class": labels}`` when the
-  data has classes (`nets.conditioning`), ``{}`` otherwise.
+  data has classes (`nets.conditioning`), ``{}`` otherwise;
+- text-to-image (the data has captions and a tokenizer was given): `caption_ids.npy` int32 (N, K, L), the
+  token ids of up to K captions per image (K = the most any image has), and `caption_counts.npy` int32
+  (N,), how many of the K are real (0: uncaptioned, which trains with the empty caption). Read back as
+  ``{"text": int64 (B, K, L), "text_count": int64 (B,)}``; Stage 2 draws one caption per row and step
+  (`training.diffusion_task`). `captions.json` keeps the caption strings, `cache.json` the tokenizer's hash.
 
 With `flip`, rows N..2N−1 hold the encodings of the horizontally flipped images (row i + N is image i
 flipped; the encoder is not flip-equivariant, so flipped images are encoded, not flipped latents).
@@ -38,6 +43,9 @@ META_FILE = "cache.json"
 KINDS = ("kl", "vq", "identity")
 
 Conditions = dict[str, torch.Tensor]
+TEXT = "text"  # (B, K, L) token ids of every caption of a row (`nets.conditioning.TEXT` once one is drawn)
+TEXT_COUNT = "text_count"  # (B,) how many of the K captions of a row are real
+CAPTIONS_FILE = "captions.json"
 LatentItem = tuple[torch.Tensor, torch.Tensor | None, Conditions]
 
 
@@ -121,6 +129,19 @@ class LatentCache:
     def dataset_name(self) -> str:
         return self.meta["dataset"]["name"]
 
+    @property
+    def has_text(self) -> bool:
+        """Whether the cache holds caption token ids (text-to-image)."""
+        return "text" in self.meta
+
+    @property
+    def tokenizer_hash(self) -> str | None:
+        return self.meta["text"]["tokenizer_hash"] if self.has_text else None
+
+    def captions(self) -> list[list[str]]:
+        """The caption strings per row (rows N..2N−1 of a flipped cache repeat rows 0..N−1)."""
+        return read_json(self.path / CAPTIONS_FILE) if self.has_text else []
+
     def check_autoencoder(self, autoencoder_hash: str) -> None:
         if autoencoder_hash != self.autoencoder_hash:
             raise ValueError(
@@ -138,16 +159,23 @@ class LatentCache:
         return np.where(idx < 0, idx + n, idx)
 
     def conditions(self, idx: np.ndarray) -> Conditions:
-        """The conditioning of rows `idx`: ``{"class": int64 (N,)}`` when the data has classes."""
-        if self.num_classes < 1:
-            return {}
-        return {"class": torch.from_numpy(np.asarray(self.arrays["labels"][idx]))}
+        """The conditioning of rows `idx`: ``{"class": int64 (N,)}`` when the data has classes, and the
+        captions' ``{"text": int64 (N, K, L), "text_count": int64 (N,)}`` when the cache holds them."""
+        cond: Conditions = {}
+        if self.num_classes >= 1:
+            cond["class"] = torch.from_numpy(np.asarray(self.arrays["labels"][idx]))
+        if self.has_text:
+            cond[TEXT] = torch.from_numpy(np.asarray(self.arrays["caption_ids"][idx]).astype(np.int64))
+            cond[TEXT_COUNT] = torch.from_numpy(
+                np.asarray(self.arrays["caption_counts"][idx]).astype(np.int64)
+            )
+        return cond
 
     def get_batch(
         self, indices: Sequence[int] | np.ndarray | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, Conditions]:
-        """(mean float32 NCHW, std float32 NCHW, conditioning); VQ: (indices int64 NHW, None, conditioning).
-        """
+        """(mean float32 NCHW, std float32 NCHW, conditioning); VQ: (indices int64 NHW, None,
+        conditioning)."""
         idx = self._indices(indices)
         arrays = self.arrays
         cond = self.conditions(idx)
@@ -208,6 +236,25 @@ def _create_arrays(folder: Path, specs: dict[str, tuple[np.dtype, tuple[int, ...
         del created
 
 
+def _caption_arrays(dataset: ImageDataset, tokenizer: Any, copies: int) -> dict[str, np.ndarray]:
+    """(caption_ids int32 (copies·N, K, L), caption_counts int32 (copies·N,)) of the dataset's captions."""
+    captions = dataset.captions
+    if captions is None:
+        raise ValueError(f"{dataset.name} has no captions to tokenize (metadata.jsonl or NAME.txt files)")
+    k = max(1, max(len(c) for c in captions))
+    flat = [text for texts in captions for text in texts]
+    ids = tokenizer.encode(flat).numpy().astype(np.int32) if flat else np.zeros((0, tokenizer.max_length))
+    out = np.full((len(captions), k, tokenizer.max_length), tokenizer.pad_id, dtype=np.int32)
+    counts = np.array([len(c) for c in captions], dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for i, (start, count) in enumerate(zip(starts[:-1], counts, strict=True)):
+        out[i, :count] = ids[start : start + count]
+    return {
+        "caption_ids": np.concatenate([out] * copies),
+        "caption_counts": np.concatenate([counts] * copies),
+    }
+
+
 def _write_rows(
     autoencoder: Any,
     kind: str,
@@ -247,6 +294,7 @@ def encode_dataset(
     flip: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    tokenizer: Any = None,
 ) -> LatentCache:
     """Encode every image of `dataset` once (no grad, eval mode) into a latent cache at `out_dir`.
 
@@ -255,6 +303,8 @@ def encode_dataset(
     Under torch.distributed, rank r encodes images r, r + world, ...: rank 0 creates the full-size memmaps
     in the temporary folder, every rank writes its rows, rank 0 renames it into place (`out_dir` must be
     on a file system every rank sees). Returns the cache, opened on every rank.
+
+    With a `tokenizer` (`text.tokenizer.CaptionTokenizer`), the dataset's captions are stored as token ids.
     """
     kind = autoencoder.config.kind
     if kind not in KINDS:
@@ -278,6 +328,10 @@ def encode_dataset(
             total = len(dataset) * (2 if flip else 1)
             specs = {name: (v.dtype, (total, *v.shape[1:])) for name, v in probe.items()}
             specs["labels"] = (np.dtype(np.int64), (total,))
+            text = None
+            if tokenizer is not None:
+                text = _caption_arrays(dataset, tokenizer, 2 if flip else 1)
+                specs.update({name: (a.dtype, a.shape) for name, a in text.items()})
             meta = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -299,12 +353,24 @@ def encode_dataset(
                 },
                 "class_names": list(dataset.class_names),
             }
+            if text is not None:
+                meta["text"] = {
+                    "tokenizer_hash": tokenizer.hash(),
+                    "max_length": tokenizer.max_length,
+                    "max_captions": int(text["caption_ids"].shape[1]),
+                }
             rows = np.arange(rank, len(dataset), world)
             with contextlib.ExitStack() as stack:
                 tmp = None
                 if rank == 0:
                     tmp = stack.enter_context(atomic_dir(out_dir))
                     _create_arrays(tmp, specs)
+                    if text is not None:  # small: rank 0 writes them whole
+                        for name, values in text.items():
+                            out = np.load(tmp / f"{name}.npy", mmap_mode="r+")
+                            out[:] = values
+                            out.flush()
+                        write_json(dataset.captions * (2 if flip else 1), tmp / CAPTIONS_FILE)
                     write_json(meta, tmp / META_FILE)
                 if world > 1:
                     tmp = _broadcast_path(tmp, rank)

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from latentdiff.data.builtin import BUILTIN, builtin_names, load_builtin
+from latentdiff.data.captions import has_captions
 from latentdiff.data.dataset import ImageDataset, check_resolution
-from latentdiff.data.image_folder import HOLDOUT_FRACTION, ImageFolder
+from latentdiff.data.image_folder import HOLDOUT_FRACTION, ImageFolder, find_images
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def load_dataset(
     flip: bool = False,
     limit: int | None = None,
 ) -> ImageDataset:
-    """A built-in dataset (`fashion-mnist`, `emoji`, `mnist`, `digits`) or an image folder.
+    """A built-in dataset (`fashion-mnist`, `emoji`, `mnist`, `digits`, `shapes`) or an image folder.
 
     Built-ins default to their native resolution and channels. A folder needs `resolution`, defaults to
     3 channels and labels from its sub-folders when every image is in one. Its splits:
@@ -67,3 +68,15 @@ def load_dataset(
     if resolution is None:
         raise ValueError(f"resolution is required to load the image folder {root}")
     return ImageFolder(folder, resolution, channels or 3, flip=flip, limit=limit, split=split, **options)
+
+
+def data_has_captions(name_or_path: str | Path, split: str = "train") -> bool:
+    """Whether a dataset comes with captions (a built-in with captions, or a folder with `metadata.jsonl` or
+    `NAME.txt` sidecars), found without decoding any image."""
+    if isinstance(name_or_path, str) and name_or_path.lower() in BUILTIN:
+        return BUILTIN[name_or_path.lower()].captions is not None
+    root = Path(name_or_path).expanduser()
+    if not root.is_dir():
+        return False
+    folder = root / split if (root / split).is_dir() else root
+    return has_captions(folder, find_images(folder)) or has_captions(root, [])

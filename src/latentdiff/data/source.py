@@ -67,7 +67,8 @@ class SourceSplit:
 @dataclass(frozen=True)
 class BuiltinSource:
     """A built-in dataset. `counts` are documented constants (checked against the data by the tests) so
-    that listing datasets never reads them."""
+    that listing datasets never reads them. `captions(location, split)`, when set, gives each image of a
+    split its captions (a list per image, in the split's order; text-to-image)."""
 
     name: str
     description: str
@@ -78,6 +79,7 @@ class BuiltinSource:
     fingerprint: Callable[[Path], str]
     class_names: Callable[[Path], list[str]]
     read_split: Callable[[Path, str], SourceSplit]
+    captions: Callable[[Path, str], list[list[str]]] | None = None
 
     def is_installed(self) -> bool:
         try:

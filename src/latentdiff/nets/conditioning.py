@@ -1,6 +1,10 @@
 """The conditioning a backbone is told: one mapping of named tensors, batch first.
 
-Keys in use: ``"class"`` (int64 (B,), index ``num_classes`` = the learned null class). Every key has a
+Keys in use: ``"class"`` (int64 (B,), index ``num_classes`` = the learned null class); ``"text"`` (int64
+(B, L) token ids of a prompt, what the data, the latent cache and the pipeline carry; its null is the
+empty prompt's ids, `text.conditioned`), which the text encoder turns into the backbone's
+``"text_embeddings"`` (float (B, L, D)) and ``"text_mask"`` (bool (B, L), True = a real token, False =
+padding, which cross-attention ignores). Every key has a
 "null" value the backbone learns during classifier-free-guidance training (Ho & Salimans 2022, sec. 3.2):
 `null_condition` builds it for a batch, `drop_condition` swaps it in for the rows a mask selects. Adding a
 kind of conditioning means a key here, its encoder in the backbones, and where the data stores it.
@@ -16,6 +20,9 @@ from torch import Tensor
 Condition = Mapping[str, Tensor]
 
 CLASS = "class"
+TEXT = "text"
+TEXT_EMBEDDINGS = "text_embeddings"
+TEXT_MASK = "text_mask"
 
 
 def check_keys(cond: Condition | None, accepted: tuple[str, ...], who: str) -> dict[str, Tensor]:
@@ -49,6 +56,27 @@ def class_labels(cond: Condition, num_classes: int, batch: int, device: torch.de
     return labels
 
 
+def text_context(cond: Condition, batch: int, width: int) -> tuple[Tensor, Tensor | None]:
+    """(embeddings (B, L, width), mask bool (B, L) or None) of a text-conditioned backbone's `cond`,
+    checked; a missing mask attends to every token."""
+    emb = cond.get(TEXT_EMBEDDINGS)
+    if emb is None:
+        raise ValueError(
+            f"this backbone is text-conditioned: cond['{TEXT_EMBEDDINGS}'] of shape ({batch}, L, {width}) is "
+            "required (the text encoder's output; `text.conditioned.TextConditioned` makes it from token ids)"
+        )
+    if emb.ndim != 3 or emb.shape[0] != batch or emb.shape[2] != width:
+        raise ValueError(
+            f"cond['{TEXT_EMBEDDINGS}'] must be of shape ({batch}, L, {width}), got {tuple(emb.shape)}"
+        )
+    mask = cond.get(TEXT_MASK)
+    if mask is not None and tuple(mask.shape) != tuple(emb.shape[:2]):
+        raise ValueError(
+            f"cond['{TEXT_MASK}'] must be of shape {tuple(emb.shape[:2])}, got {tuple(mask.shape)}"
+        )
+    return emb, None if mask is None else mask.to(device=emb.device, dtype=torch.bool)
+
+
 def null_condition(cond: Condition, num_classes: int) -> dict[str, Tensor]:
     """The unconditional counterpart of `cond`: every key replaced by its null value, same batch."""
     out: dict[str, Tensor] = {}
@@ -69,4 +97,3 @@ def drop_condition(cond: Condition, null: Condition, drop: Mapping[str, Tensor])
         shaped = mask.to(value.device).reshape(-1, *[1] * (value.ndim - 1))
         out[key] = torch.where(shaped, empty, value)
     return out
-

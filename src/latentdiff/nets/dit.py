@@ -8,6 +8,12 @@ block starts as the identity and the network outputs zero. A final adaLN layer a
 decoder give p·p·C values per patch, which are rearranged back into the latent (sec. 3.2 "Transformer
 decoder"). Only the ε/v/x0 output is predicted (no learned Σ), so ``out_channels == in_channels``.
 
+Text conditioning (`cross_attention_dim`): every block gains a cross-attention layer from the tokens to
+the text encoder's embeddings between its self-attention and its MLP, ``h + CrossAttn(LayerNorm(h),
+τ(y))`` with the prompt's padding masked out (Rombach et al. 2022, §3.3, eq. 3, placed in a DiT as in
+PixArt-α, Chen et al. 2024, sec. 2.3); its output projection starts at zero, so each block still starts as
+the identity.
+
 Conventions follow the reference implementation as diffusers' `DiTTransformer2DModel` mirrors them
 (`nets.dit_diffusers_format` converts between the two): the noise-level sinusoid is diffusers'
 ``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)``, and inputs of another size than
@@ -30,6 +36,7 @@ from latentdiff.config import from_dict, to_dict
 from latentdiff.io.checkpoint import load_tagged_model_folder, save_model_folder
 from latentdiff.nets import conditioning
 from latentdiff.nets.blocks import timestep_embedding
+from latentdiff.nets.cross_attention import Attention
 from latentdiff.nets.unet import TimestepMLP, load_weights
 
 FORMAT = "latentdiff.dit"
@@ -55,6 +62,7 @@ class DiTConfig:
     blocks with `num_heads` heads and an MLP of ``mlp_ratio·hidden_size`` units. `num_classes > 0` adds a
     label embedding with a learned null class at index `num_classes` (classifier-free guidance, Ho &
     Salimans 2022). `frequency_embedding_size` is the width of the noise-level sinusoid.
+    `cross_attention_dim` (the text encoder's width) adds cross-attention to text in every block.
     """
 
     in_channels: int = 4
@@ -67,11 +75,14 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int = 0
     frequency_embedding_size: int = 256
+    cross_attention_dim: int | None = None
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "cross_attention_dim" and value is None:
+                continue
             if f.name not in ("num_classes", "gradient_checkpointing") and value <= 0:
                 raise ValueError(f"{f.name} must be positive, got {value}")
         if self.num_classes < 0:
@@ -128,12 +139,15 @@ def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 class DiTBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero conditioning (Peebles & Xie 2023, sec. 3.2, Fig. 3)."""
 
-    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int) -> None:
+    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int, context_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.modulation = nn.Linear(hidden, 6 * hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
+        if context_dim is not None:
+            self.cross_norm = nn.LayerNorm(hidden, eps=EPS)
+            self.cross_attn = Attention(hidden, num_heads, hidden // num_heads, context_dim)
         self.fc1 = nn.Linear(hidden, mlp_hidden)
         self.fc2 = nn.Linear(mlp_hidden, hidden)
 
@@ -142,9 +156,13 @@ class DiTBlock(nn.Module):
         q, k, v = self.qkv(h).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+    def forward(
+        self, h: Tensor, c: Tensor, context: Tensor | None = None, mask: Tensor | None = None
+    ) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c))[:, None].chunk(6, dim=-1)
         h = h + gate1 * self.attention(modulate(F.layer_norm(h, h.shape[-1:], eps=EPS), shift1, scale1))
+        if context is not None:
+            h = h + self.cross_attn(self.cross_norm(h), context.to(h.dtype), mask)
         mlp_in = modulate(F.layer_norm(h, h.shape[-1:], eps=EPS), shift2, scale2)
         return h + gate2 * self.fc2(F.gelu(self.fc1(mlp_in), approximate="tanh"))
 
@@ -167,7 +185,9 @@ class DiT(nn.Module):
         self.time_embed = TimestepMLP(cfg.frequency_embedding_size, d)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes > 0 else None
         mlp_hidden = int(d * cfg.mlp_ratio)
-        self.blocks = nn.ModuleList(DiTBlock(d, cfg.num_heads, mlp_hidden) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            DiTBlock(d, cfg.num_heads, mlp_hidden, cfg.cross_attention_dim) for _ in range(cfg.depth)
+        )
         self.final_modulation = nn.Linear(d, 2 * d)
         self.final_linear = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels)
         self.reset_parameters()
@@ -178,7 +198,8 @@ class DiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # cross-attention's q/k/v projections have none
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.time_embed.linear_1.weight, std=0.02)
         nn.init.normal_(self.time_embed.linear_2.weight, std=0.02)
         if self.class_embed is not None:
@@ -186,10 +207,17 @@ class DiT(nn.Module):
         for layer in [*(b.modulation for b in self.blocks), self.final_modulation, self.final_linear]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        for block in self.blocks:  # cross-attention starts silent too: every block begins as the identity
+            if hasattr(block, "cross_attn"):
+                nn.init.zeros_(block.cross_attn.to_out[0].weight)
+                nn.init.zeros_(block.cross_attn.to_out[0].bias)
 
     @property
     def cond_keys(self) -> tuple[str, ...]:
-        return (conditioning.CLASS,) if self.config.num_classes > 0 else ()
+        keys = (conditioning.CLASS,) if self.config.num_classes > 0 else ()
+        if self.config.cross_attention_dim is not None:
+            keys += (conditioning.TEXT_EMBEDDINGS, conditioning.TEXT_MASK)
+        return keys
 
     def null_cond(self, cond: conditioning.Condition) -> dict[str, Tensor]:
         """The learned unconditional counterpart of `cond` (the null class), same batch."""
@@ -221,15 +249,16 @@ class DiT(nn.Module):
         cond = conditioning.check_keys(cond, self.cond_keys, "this DiT")
         b, gh, gw = x.shape[0], x.shape[2] // p, x.shape[3] // p
         c = self._embed(c_noise, cond, b, x)
+        text = conditioning.text_context(cond, b, cfg.cross_attention_dim) if cfg.cross_attention_dim else ()
 
         h = self.patch_embed(x.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
         pos = sincos_positions(gh, gw, cfg.sample_size // p, cfg.hidden_size)
         h = (h + pos.to(h.device)).to(h.dtype)
         for block in self.blocks:
             if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, c, use_reentrant=False)
+                h = checkpoint(block, h, c, *text, use_reentrant=False)
             else:
-                h = block(h, c)
+                h = block(h, c, *text)
 
         shift, scale = self.final_modulation(F.silu(c))[:, None].chunk(2, dim=-1)
         h = self.final_linear(modulate(F.layer_norm(h, h.shape[-1:], eps=EPS), shift, scale))

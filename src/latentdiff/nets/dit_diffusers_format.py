@@ -154,6 +154,11 @@ def dit_to_diffusers(model: DiT) -> tuple[dict[str, Any], dict[str, torch.Tensor
     """(config dict, state dict) of the equivalent `DiTTransformer2DModel`; tensors are CPU copies that
     share no memory (safetensors refuses shared tensors)."""
     cfg = model.config
+    if cfg.cross_attention_dim is not None:
+        raise DiffusersFormatError(
+            "a text-conditioned DiT (cross_attention_dim) has no DiTTransformer2DModel equivalent "
+            "(that class takes class labels only)"
+        )
     config = diffusers_dit_config(cfg)
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     if cfg.num_classes == 0:  # the null-class row diffusers needs; adding zero changes nothing

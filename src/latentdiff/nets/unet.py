@@ -26,6 +26,7 @@ from latentdiff.nets.blocks import (
     group_norm_silu,
     timestep_embedding,
 )
+from latentdiff.nets.cross_attention import SpatialTransformer
 
 FORMAT = "latentdiff.unet"
 VERSION = 1
@@ -41,6 +42,10 @@ class UNetConfig:
     Heads have `head_channels` channels each, or there are `num_heads` of them; neither: one head.
     `num_classes > 0` adds a label embedding with a learned null class at index `num_classes`
     (classifier-free guidance, Ho & Salimans 2022).
+    `cross_attention_dim` (the width of the text encoder's token embeddings) makes it text-conditioned:
+    every attention layer becomes a transformer block with self-attention, cross-attention to the text
+    tokens and a feed-forward (`nets.cross_attention`, Rombach et al. 2022, §3.3), diffusers'
+    `UNet2DConditionModel` layout.
     """
 
     in_channels: int = 4
@@ -60,6 +65,7 @@ class UNetConfig:
     scale_shift: bool = True
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
+    cross_attention_dim: int | None = None
     gradient_checkpointing: bool = False
     channels_last: bool = True
 
@@ -91,6 +97,12 @@ class UNetConfig:
                 raise ValueError(f"{which} must divide the channels of every attention layer ({ch})")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.cross_attention_dim is not None and self.cross_attention_dim <= 0:
+            raise ValueError(f"cross_attention_dim must be positive or None, got {self.cross_attention_dim}")
+        if self.cross_attention_dim is not None and not self.attention_channels:
+            raise ValueError(
+                "a text-conditioned U-Net (cross_attention_dim) needs attention_levels or mid_attention"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.sample_size <= 0 or self.sample_size % 2 ** (levels - 1):
@@ -111,6 +123,12 @@ class UNetConfig:
     @property
     def temb_channels(self) -> int:
         return 4 * self.base_channels
+
+    def heads(self, channels: int) -> int:
+        """Number of attention heads of a layer with `channels` channels."""
+        if self.head_channels is not None:
+            return channels // self.head_channels
+        return self.num_heads or 1
 
 
 class TimestepMLP(nn.Module):
@@ -133,7 +151,7 @@ class Level(nn.Module):
     def __init__(
         self,
         resnets: list[ResBlock],
-        attentions: list[SelfAttention],
+        attentions: list[nn.Module],
         downsample: Downsample | None = None,
         upsample: Upsample | None = None,
     ) -> None:
@@ -145,7 +163,7 @@ class Level(nn.Module):
 
 
 class MidBlock(nn.Module):
-    def __init__(self, resnets: list[ResBlock], attentions: list[SelfAttention]) -> None:
+    def __init__(self, resnets: list[ResBlock], attentions: list[nn.Module]) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions)
@@ -179,7 +197,9 @@ class UNet(nn.Module):
                 scale_shift=cfg.scale_shift,
             )
 
-        def attention(ch: int) -> SelfAttention:
+        def attention(ch: int) -> nn.Module:
+            if cfg.cross_attention_dim is not None:
+                return SpatialTransformer(ch, cfg.heads(ch), cfg.cross_attention_dim, cfg.groups, cfg.dropout)
             return SelfAttention(
                 ch, head_channels=cfg.head_channels, num_heads=cfg.num_heads, groups=cfg.groups, eps=cfg.eps
             )
@@ -238,7 +258,17 @@ class UNet(nn.Module):
     @property
     def cond_keys(self) -> tuple[str, ...]:
         """The conditioning keys this U-Net takes (`nets.conditioning`)."""
-        return (conditioning.CLASS,) if self.class_embedding is not None else ()
+        keys = (conditioning.CLASS,) if self.class_embedding is not None else ()
+        if self.config.cross_attention_dim is not None:
+            keys += (conditioning.TEXT_EMBEDDINGS, conditioning.TEXT_MASK)
+        return keys
+
+    def _attend(self, module: nn.Module, h: torch.Tensor, text: tuple) -> torch.Tensor:
+        return (
+            self._run(module, h, *text)
+            if self.config.cross_attention_dim is not None
+            else self._run(module, h)
+        )
 
     def null_cond(self, cond: conditioning.Condition) -> dict[str, torch.Tensor]:
         """The learned unconditional counterpart of `cond` (classifier-free guidance)."""
@@ -288,6 +318,11 @@ class UNet(nn.Module):
         dtype = self.conv_in.weight.dtype
         h = x.to(dtype, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
         emb = self._embed(c_noise, cond, b, x.device, dtype)
+        text = (
+            conditioning.text_context(cond or {}, b, cfg.cross_attention_dim)
+            if cfg.cross_attention_dim
+            else ()
+        )
 
         h = self.conv_in(h)
         skips = [h]
@@ -295,7 +330,7 @@ class UNet(nn.Module):
             for i, resnet in enumerate(level.resnets):
                 h = self._run(resnet, h, emb)
                 if len(level.attentions):
-                    h = self._run(level.attentions[i], h)
+                    h = self._attend(level.attentions[i], h, text)
                 skips.append(h)
             if level.downsamplers is not None:
                 h = level.downsamplers[0](h)
@@ -304,14 +339,14 @@ class UNet(nn.Module):
         mid = self.mid_block
         h = self._run(mid.resnets[0], h, emb)
         if len(mid.attentions):
-            h = self._run(mid.attentions[0], h)
+            h = self._attend(mid.attentions[0], h, text)
         h = self._run(mid.resnets[1], h, emb)
 
         for level in self.up_blocks:
             for i, resnet in enumerate(level.resnets):
                 h = self._run(resnet, torch.cat([h, skips.pop()], dim=1), emb)
                 if len(level.attentions):
-                    h = self._run(level.attentions[i], h)
+                    h = self._attend(level.attentions[i], h, text)
             if level.upsamplers is not None:
                 h = level.upsamplers[0](h)
 

@@ -1,4 +1,5 @@
-"""Export to and import from diffusers' `UNet2DModel` folder format, without importing diffusers.
+"""Export to and import from diffusers' `UNet2DModel` folder format, without importing diffusers (a
+text-conditioned U-Net: `UNet2DConditionModel`, `nets.unet_condition_diffusers_format`).
 
 A diffusers folder holds `config.json` (the `UNet2DModel.__init__` arguments) and
 `diffusion_pytorch_model.safetensors`. Our module tree mirrors `UNet2DModel`'s, so weights keep their
@@ -92,7 +93,11 @@ def _attention_head_dim(cfg: UNetConfig) -> int | None:
 
 
 def diffusers_config(cfg: UNetConfig) -> dict[str, Any]:
-    """The `UNet2DModel` config.json equivalent of `cfg`."""
+    """The `UNet2DModel` config.json equivalent of `cfg` (`UNet2DConditionModel` for a text U-Net)."""
+    if cfg.cross_attention_dim is not None:
+        from latentdiff.nets.unet_condition_diffusers_format import condition_diffusers_config
+
+        return condition_diffusers_config(cfg, DIFFUSERS_VERSION)
     levels = range(len(cfg.channel_mult))
     attn = set(cfg.attention_levels)
     freq_shift = int(cfg.freq_shift) if float(cfg.freq_shift).is_integer() else cfg.freq_shift
@@ -132,7 +137,12 @@ def diffusers_config(cfg: UNetConfig) -> dict[str, Any]:
 
 
 def config_from_diffusers(dconf: dict[str, Any], where: str = "config.json") -> UNetConfig:
-    """`UNetConfig` of a `UNet2DModel` config.json; an unsupported value raises naming its field."""
+    """`UNetConfig` of a `UNet2DModel` (or `UNet2DConditionModel`) config.json; an unsupported value raises
+    naming its field."""
+    if dconf.get("_class_name") == "UNet2DConditionModel":
+        from latentdiff.nets.unet_condition_diffusers_format import config_from_condition_diffusers
+
+        return config_from_condition_diffusers(dconf, where)
 
     def fail(field: str, why: str) -> DiffusersFormatError:
         return DiffusersFormatError(f"{where}: {field}={c.get(field)!r}: {why}")
@@ -223,7 +233,8 @@ def unet_to_diffusers(unet: UNet) -> tuple[dict[str, Any], dict[str, torch.Tenso
 
 
 def save_diffusers_unet(unet: UNet, path: str | Path) -> Path:
-    """Write a folder that `diffusers.UNet2DModel.from_pretrained(path)` loads (atomically)."""
+    """Write a folder that `diffusers.UNet2DModel.from_pretrained(path)` (a text U-Net:
+    `UNet2DConditionModel`) loads (atomically)."""
     return save_diffusers_folder(*unet_to_diffusers(unet), path)
 
 

@@ -5,7 +5,9 @@ Each step draws a fresh posterior sample z0 = mean + std·ε from the latent cac
 or looks the code vectors up (VQ), applies the autoencoder's shift and scale, draws noise levels
 (`diffusion.noise_levels`), noises z0 to x_t = α z0 + s ε, replaces each conditioning key by its null with
 that key's dropout rate (classifier-free guidance), and regresses the preconditioned network's target F*
-with the configured loss weights. The backbone is any of `nets.backbones`.
+with the configured loss weights. The backbone is any of `nets.backbones`, or one joined to a text encoder
+(`text.conditioned.TextConditioned`, trained with it): then each row's caption is drawn at random among its
+image's captions every step, and "dropout" gives the empty caption.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import torch
 from torch import nn
 
 from latentdiff.autoencoder.model import Autoencoder
-from latentdiff.data.latent_cache import LatentCache
+from latentdiff.data.latent_cache import TEXT, TEXT_COUNT, LatentCache
 from latentdiff.diffusion.config import DiffusionConfig
 from latentdiff.diffusion.noise_levels import sample_noise_levels
 from latentdiff.diffusion.preconditioning import Preconditioning, per_sample
 from latentdiff.diffusion.schedule import NoiseSchedule
 from latentdiff.diffusion.weighting import diffusion_loss, loss_weight
 from latentdiff.io.autoencoder_record import RECORD_FILE, autoencoder_record
-from latentdiff.io.checkpoint import save_model_folder
+from latentdiff.io.checkpoint import load_tensors, save_model_folder
 from latentdiff.nets.conditioning import drop_condition
+from latentdiff.text.conditioned import ENCODER_FOLDER, TextConditioned, merge_state
 from latentdiff.training.batching import BatchRandom
 from latentdiff.training.task import OptimizerSpec, StepOutput
 
@@ -71,7 +74,8 @@ class DiffusionTask:
         missing = [k for k in self.cond_keys if k not in cond]
         if missing:
             raise ValueError(f"the latent cache {self.cache.path} holds no {missing} conditioning")
-        cond = {k: cond[k].to(device) for k in self.cond_keys}
+        keep = (*self.cond_keys, TEXT_COUNT) if TEXT in self.cond_keys else self.cond_keys
+        cond = {k: cond[k].to(device) for k in keep}
         return first.to(device), None if std is None else std.to(device), cond
 
     def phases(self, step: int) -> list[str]:
@@ -85,6 +89,20 @@ class DiffusionTask:
         else:
             z = first if std is None else first + std * rng.randn(*first.shape[1:])
         return self.autoencoder.to_latent(z)
+
+    def drawn_captions(self, cond: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
+        """One caption per row, uniformly among its image's captions (one uniform draw per row); a row
+        without captions gets the empty caption (the model's null)."""
+        if TEXT_COUNT not in cond:
+            return cond
+        cond = dict(cond)
+        choices, counts = cond.pop(TEXT), cond.pop(TEXT_COUNT)
+        u = rng.rand().to(counts.device)
+        pick = torch.minimum((u * counts).long(), (counts - 1).clamp(min=0))
+        ids = choices[torch.arange(len(choices), device=choices.device), pick]
+        null = self.model.null_cond({TEXT: ids})[TEXT]
+        cond[TEXT] = torch.where((counts > 0)[:, None], ids, null)
+        return cond
 
     def dropped_condition(self, cond: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
         """Each key replaced by its null value in a fraction `cond_dropout[key]` of the rows, drawn
@@ -109,7 +127,7 @@ class DiffusionTask:
         x_t = per_sample(levels.alpha, z0) * z0 + per_sample(levels.s, z0) * noise
         scale = self.precond.input_scale(levels)
         x_in = x_t if scale is None else x_t * per_sample(scale, x_t)
-        cond = self.dropped_condition(batch[2], rng)
+        cond = self.dropped_condition(self.drawn_captions(batch[2], rng), rng)
         c_noise = self.precond.c_noise(levels, self.schedule).to(z0.device)
         out = modules["model"](x_in, c_noise, cond)
         target = self.precond.target(z0, noise, levels)
@@ -121,9 +139,33 @@ class DiffusionTask:
     def save_model(
         self, path: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None
     ) -> None:
+        """The backbone folder `path`; a text-conditioned model also writes `text_encoder/` beside it."""
         ae_hash = self.autoencoder_hash
         record = None if ae_hash is None else {RECORD_FILE: autoencoder_record(ae_hash)}
-        save_model_folder(path, self.model.config_dict(), model_state, ema_state, extra_json=record)
+
+        def save_backbone(folder: Path, state: dict, ema: dict | None) -> None:
+            save_model_folder(folder, self.model.config_dict(), state, ema, extra_json=record)
+
+        if isinstance(self.model, TextConditioned):
+            self.model.save_parts(path, model_state, ema_state, save_backbone)
+        else:
+            save_backbone(path, model_state, ema_state)
+
+    def checkpoint_weights(
+        self, model_folder: Path
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(model state, EMA state) of a checkpoint's `model/` folder as `save_model` wrote it."""
+
+        def read(folder: Path, name: str) -> dict[str, torch.Tensor]:
+            return load_tensors(folder / name)
+
+        if not isinstance(self.model, TextConditioned):
+            return read(model_folder, "model.safetensors"), read(model_folder, "ema.safetensors")
+        encoder = model_folder.parent / ENCODER_FOLDER
+        return tuple(
+            merge_state(read(model_folder, name), read(encoder, name))
+            for name in ("model.safetensors", "ema.safetensors")
+        )
 
     @torch.no_grad()
     def samples(self, model: nn.Module, step: int) -> torch.Tensor | None:
@@ -135,6 +177,8 @@ class DiffusionTask:
         )
         pipe.progress = False
         labels = None
+        if TEXT in self.cond_keys:
+            return self._text_samples(pipe)
         if "class" in self.cond_keys:
             classes = torch.arange(min(10, model.config.num_classes))
             labels = classes.repeat_interleave(self.grid_nrow).tolist()
@@ -144,6 +188,20 @@ class DiffusionTask:
             sampler=self.sampler,
             guidance_scale=self.guidance_scale if labels else 1.0,
             class_labels=labels,
+            seed=0,
+            output_type="pt",
+        )
+
+    def _text_samples(self, pipe) -> torch.Tensor:
+        """8 samples for each of up to 8 captions spread over the training data (first caption each)."""
+        captions = self.cache.captions()
+        rows = [c[0] for c in captions[:: max(1, len(captions) // 8)] if c][:8] or [""]
+        return pipe(
+            num_images=len(rows) * self.grid_nrow,
+            prompt=[p for p in rows for _ in range(self.grid_nrow)],
+            steps=self.sample_steps,
+            sampler=self.sampler,
+            guidance_scale=self.guidance_scale,
             seed=0,
             output_type="pt",
         )

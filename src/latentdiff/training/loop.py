@@ -160,8 +160,14 @@ class Trainer:
             return False
         state, extra = ckpt.read_checkpoint(folder)
         try:
-            self.task.model.load_state_dict(load_tensors(folder / "model" / "model.safetensors"))
-            self.ema.load_state_dict(load_tensors(folder / "model" / "ema.safetensors"), state["ema_updates"])
+            weights = getattr(self.task, "checkpoint_weights", None)  # a task that saves its model in parts
+            if weights is not None:
+                model_state, ema_state = weights(folder / "model")
+            else:
+                model_state = load_tensors(folder / "model" / "model.safetensors")
+                ema_state = load_tensors(folder / "model" / "ema.safetensors")
+            self.task.model.load_state_dict(model_state)
+            self.ema.load_state_dict(ema_state, state["ema_updates"])
             for name, sd in extra.items():
                 self.modules[name].load_state_dict(sd)
         except (RuntimeError, KeyError) as e:

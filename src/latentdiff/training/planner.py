@@ -45,7 +45,7 @@ SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
 ENCODE_SPEEDUP = 4.0
 SAMPLING_SPEEDUP = 2.0
 INCEPTION_SECONDS = {"cpu": 0.03, "cuda": 0.002}
-NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8)}
+NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8), "shapes": (3, 32)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
 DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
 
@@ -61,6 +61,7 @@ class DataSummary:
     num_classes: int
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    captioned: bool = False  # captions found: Stage 2 is text-conditioned
 
 
 def _power_of_two_at_most(n: int) -> int:
@@ -75,6 +76,7 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
 
     from latentdiff.data.builtin import BUILTIN
     from latentdiff.data.image_folder import find_images, folder_labels
+    from latentdiff.data.load import data_has_captions
 
     notes: list[str] = []
     if name_or_path.lower() in BUILTIN:
@@ -85,7 +87,10 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
 
         ds = load_dataset(name_or_path, "train", res, channels)
         names = list(ds.class_names or [])
-        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes)
+        captioned = ds.captions is not None
+        if captioned:
+            notes.append("captioned: text-conditioned (a tokenizer and text encoder trained with the model)")
+        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes, captioned)
 
     root = Path(name_or_path).expanduser()
     if not root.is_dir():
@@ -118,12 +123,16 @@ def inspect_data(name_or_path: str, resolution: int | None = None, device: str =
         notes.append(f"resolution {resolution} px (asked for; median shorter side {median} px)")
     class_names, _ = folder_labels(root / "train" if (root / "train").is_dir() else root, files, "auto")
     names = list(class_names or [])
-    notes.append(
-        f"{len(names)} classes from sub-folders: class-conditional"
-        if names
-        else "no class sub-folders: unconditional"
-    )
-    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes)
+    captioned = data_has_captions(str(root))
+    if captioned:
+        notes.append("captions (metadata.jsonl or NAME.txt): text-conditioned")
+    else:
+        notes.append(
+            f"{len(names)} classes from sub-folders: class-conditional"
+            if names
+            else "no class sub-folders: unconditional"
+        )
+    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes, captioned)
 
 
 def _is_grey_rgb(im) -> bool:
@@ -247,12 +256,15 @@ class Plan:
     speeds: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     device: str = "cpu"
+    text: bool = False  # text-conditioned Stage 2 (the data has captions); `conditional` is about classes
     encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
 
     def describe(self) -> str:
+        kind = (
+            "text-conditioned" if self.text else "class-conditional" if self.conditional else "unconditional"
+        )
         lines = [
-            f"data: {self.data}, {self.channels} channel(s), {self.resolution} px, "
-            f"{'class-conditional' if self.conditional else 'unconditional'}",
+            f"data: {self.data}, {self.channels} channel(s), {self.resolution} px, {kind}",
             f"Stage 1: KL autoencoder `{self.autoencoder}`, f = {self.f}, {self.stage1_minutes:.1f} min, "
             f"~{self.expected_steps['autoencoder']} steps × {self.batch_sizes['autoencoder']}",
             f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
@@ -291,7 +303,7 @@ def expected_overheads(
     n_train = summary.num_images
     statistics_and_encoding = (min(10_000, n_train) + n_train) / encode_rate / 60
     n_eval = max(1, min(SAMPLES_FOR_EVAL, n_train // 9))
-    evaluations = 20 * (2 if summary.num_classes else 1)
+    evaluations = 20 * (2 if summary.num_classes or summary.captioned else 1)
     sampling = (n_eval + 80) * evaluations / (SAMPLING_SPEEDUP * dm_rate)
     inception = 3 * n_eval * INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
     reconstruction = n_eval / (ENCODE_SPEEDUP / 2 * ae_rate)
@@ -347,7 +359,8 @@ def make_plan(
             speeds or {},
             reasons,
             device.type,
-            encode,
+            text=summary.captioned,
+            encode_minutes=encode,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -414,5 +427,6 @@ def make_plan(
         speeds,
         reasons,
         device.type,
-        overhead,
+        text=summary.captioned,
+        encode_minutes=overhead,
     )

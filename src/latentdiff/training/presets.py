@@ -136,10 +136,12 @@ def diffusion_stage(
     device: str = "auto",
     seed: int = 0,
     steps: int = 10_000,
+    text: bool = False,
 ) -> DiffusionStage:
     """Stage 2 with a preset: EDM training (Karras et al. 2022: EDM preconditioning, log-normal σ, EDM loss
     weights; the better of the two U-Net recipes of benchmarks/backbones.py at equal time, FID 37.1 against
-    40.5 for VP-ε with min-SNR), class dropout 0.1; `minutes` or `steps` as for Stage 1."""
+    40.5 for VP-ε with min-SNR), class (or caption) dropout 0.1; `text`: conditioned on captions with a
+    text encoder trained jointly; `minutes` or `steps` as for Stage 1."""
     steps = 1_000_000 if minutes > 0 else steps
     return DiffusionStage(
         data=data,
@@ -162,8 +164,8 @@ def diffusion_stage(
             device=device,
             seed=seed,
         ),
-        conditional="yes" if conditional else "no",
-        cond_dropout={"class": 0.1},
+        conditional="text" if text else "yes" if conditional else "no",
+        cond_dropout={"class": 0.1, "text": 0.1},
     )
 
 

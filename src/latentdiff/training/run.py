@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,15 @@ from latentdiff.config import to_dict
 from latentdiff.data.builtin import BUILTIN
 from latentdiff.data.dataset import ImageDataset
 from latentdiff.data.latent_cache import LatentCache, encode_dataset
-from latentdiff.data.load import load_dataset
+from latentdiff.data.load import data_has_captions, load_dataset
 from latentdiff.diffusion.schedule import make_schedule
 from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder, write_json
 from latentdiff.nets.backbones import BACKBONES, build_backbone, find_backbone_folder
+from latentdiff.text.conditioned import ENCODER_FOLDER, TextConditioned
+from latentdiff.text.encoder import TextEncoder, TextEncoderConfig
+from latentdiff.text.tokenizer import FILE_NAME as TOKENIZER_FILE
+from latentdiff.text.tokenizer import CaptionTokenizer, train_tokenizer
+from latentdiff.text.wordllama import wordllama_encoder, wordllama_tokenizer
 from latentdiff.training.autoencoder_task import AutoencoderTask
 from latentdiff.training.batching import mix_seed
 from latentdiff.training.diffusion_task import DiffusionTask
@@ -41,7 +47,7 @@ from latentdiff.training.run_folder import (
     plan_start,
 )
 from latentdiff.training.run_lock import training_lock
-from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage
+from latentdiff.training.stages import AutoencoderStage, DataConfig, DiffusionStage, TextConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,7 @@ CLASSES_FILE = "classes.json"
 
 
 # the stream each stage's initial weights are drawn from: `mix_seed(train.seed, stream)`
-_INIT_STREAM = {"autoencoder": 1001, "backbone": 1002, "discriminator": 1003}
+_INIT_STREAM = {"autoencoder": 1001, "backbone": 1002, "discriminator": 1003, "text_encoder": 1004}
 
 
 @contextlib.contextmanager
@@ -211,14 +217,22 @@ def prepare_latents(
     device: torch.device,
     progress: bool = True,
     autoencoder_folder: str | Path = "autoencoder",
+    tokenizer: CaptionTokenizer | None = None,
+    data: ImageDataset | None = None,
 ) -> LatentCache:
     """The latent cache Stage 2 trains on: the given one (checked against the autoencoder), else
     `run_dir/latents`, encoded now unless a cache made by this same autoencoder is already there (the data
     is checked against the autoencoder, named `autoencoder_folder` in errors, before encoding). `ae_hash` is
-    `ae.hash()`, which the caller has already computed."""
+    `ae.hash()`, which the caller has already computed. With a `tokenizer`, the cache holds the captions'
+    token ids and is reused only when made with that same tokenizer; `data` is the (unflipped) training
+    data when the caller has already loaded it."""
+    wanted_text = None if tokenizer is None else tokenizer.hash()
     if latents is not None:
         cache = LatentCache(latents)
         cache.check_autoencoder(ae_hash)
+        if cache.tokenizer_hash != wanted_text:
+            what = "no captions" if wanted_text is None else "the token ids of this run's tokenizer"
+            raise ValueError(f"the latent cache {cache.path} does not hold {what}: encode it again")
         return cache
     path = run_dir / "latents"
     if (path / "cache.json").is_file():
@@ -226,18 +240,69 @@ def prepare_latents(
         from_folder = stage.data.dataset.lower() not in BUILTIN
         if from_folder and "split_rule" not in cache.meta["dataset"]:
             log.info("the latent cache %s predates the held-out split of folders: encoding again", path)
-        elif cache.autoencoder_hash == ae_hash:
+        elif cache.autoencoder_hash == ae_hash and cache.tokenizer_hash == wanted_text:
             log.info("reusing the latent cache %s", path)
             return cache
+        elif cache.autoencoder_hash == ae_hash:
+            log.info("the latent cache %s holds other captions' token ids: encoding again", path)
         else:
             log.info("the latent cache %s belongs to another autoencoder: encoding again", path)
-    data = load_training_data(stage.data, flip=False)
+    data = data if data is not None else load_training_data(stage.data, flip=False)
     check_data_fits(ae.config, data.resolution, data.channels, autoencoder_folder)
     rows = len(data) * (2 if stage.data.flip else 1)
     check_batch_fits(rows, stage.train.batch_size, stage.train.seed)  # before minutes of encoding
     return encode_dataset(
-        ae, data, path, stage.encode_batch_size, flip=stage.data.flip, device=device, progress=progress
+        ae,
+        data,
+        path,
+        stage.encode_batch_size,
+        flip=stage.data.flip,
+        device=device,
+        progress=progress,
+        tokenizer=tokenizer,
     )
+
+
+def wants_text(stage: DiffusionStage) -> bool:
+    """Whether Stage 2 is text-conditioned: `conditional` "text", or "auto" on data with captions."""
+    if stage.conditional == "text":
+        return True
+    return stage.conditional == "auto" and data_has_captions(stage.data.dataset, stage.data.split)
+
+
+def prepare_text(
+    stage: DiffusionStage, run_dir: Path, resume: bool
+) -> tuple[CaptionTokenizer, ImageDataset | None]:
+    """The tokenizer of a text-conditioned Stage 2: the run's `tokenizer.json` on a resume, else learned
+    from the training captions (or wordllama's); and the training data when it had to be loaded for it."""
+    saved = run_dir / TOKENIZER_FILE
+    if resume and saved.is_file():
+        return CaptionTokenizer.load(saved), None
+    if stage.text.encoder == "wordllama":
+        return wordllama_tokenizer(stage.text.max_length), None
+    data = load_training_data(stage.data, flip=False)
+    if not data.captions or not any(data.captions):
+        raise ValueError(
+            f"conditional=text, but {stage.data.dataset} has no captions (metadata.jsonl or NAME.txt beside "
+            "each image; see docs/architecture.md)"
+        )
+    captions = [text for texts in data.captions for text in texts]
+    return train_tokenizer(captions, stage.text.vocab_size, stage.text.max_length), data
+
+
+def build_text_encoder(text: TextConfig, tokenizer: CaptionTokenizer) -> TextEncoder:
+    if text.encoder == "wordllama":
+        return wordllama_encoder(text.layers, text.heads, tokenizer.max_length)
+    cfg = TextEncoderConfig(
+        kind="trained",
+        width=text.width,
+        layers=text.layers,
+        heads=text.heads,
+        vocab_size=tokenizer.vocab_size,
+        max_length=tokenizer.max_length,
+        pad_id=tokenizer.pad_id,
+    )
+    return TextEncoder(cfg)
 
 
 def check_backbone_sections(stage: DiffusionStage) -> None:
@@ -319,18 +384,30 @@ def _train_diffusion(
                 f"{ae_dst} holds another trained autoencoder than {ae_src}: pass --overwrite to replace it "
                 "(and any backbone trained on it), or train into another --out folder"
             )
-    cache = prepare_latents(ae, ae_hash, stage, run_dir, latents, dist.device, progress, ae_src)
+    text = wants_text(stage)
+    if not text and to_dict(stage.text) != to_dict(TextConfig()):
+        raise ValueError("settings under 'text.' apply to a text-conditioned model (captioned data)")
+    tokenizer, data = prepare_text(stage, run_dir, resume) if text else (None, None)
+    cache = prepare_latents(
+        ae, ae_hash, stage, run_dir, latents, dist.device, progress, ae_src, tokenizer=tokenizer, data=data
+    )
     # a VQ cache stores (h, w) code indices; the backbone sees the looked-up code vectors
     c, h, w = (ae.latent_channels, *cache.latent_shape) if cache.kind == "vq" else cache.latent_shape
-    use_labels = {"auto": cache.num_classes > 1, "yes": True, "no": False}[stage.conditional]
+    modes = {"auto": not text and cache.num_classes > 1, "yes": True, "no": False, "text": False}
+    use_labels = modes[stage.conditional]
     if use_labels and cache.num_classes < 1:
         raise ValueError(f"conditional=yes, but the latent cache {cache.path} holds no class labels")
     net_cfg = backbone_config(stage, c, h, cache.num_classes if use_labels else 0)
+    if tokenizer is not None:
+        with seeded_init(stage.train.seed, "text_encoder"):
+            encoder = build_text_encoder(stage.text, tokenizer)
+        net_cfg = dataclasses.replace(net_cfg, cross_attention_dim=encoder.width)
     stage = dataclasses.replace(stage, **{stage.backbone: net_cfg})
     with seeded_init(stage.train.seed, "backbone"):
         backbone = build_backbone(stage.backbone, net_cfg)
+    model = backbone if tokenizer is None else TextConditioned(backbone, encoder, tokenizer)
     task = DiffusionTask(
-        backbone,
+        model,
         ae,
         cache,
         make_schedule(stage.diffusion),
@@ -349,6 +426,10 @@ def _train_diffusion(
     if dist.is_main:  # every check has passed: now the run folder changes
         if fresh or (copy_ae and overwrite):
             clear_stage(run_dir, stage.backbone, run_dir / stage.backbone)
+            shutil.rmtree(run_dir / ENCODER_FOLDER, ignore_errors=True)  # a text model's other half
+            (run_dir / TOKENIZER_FILE).unlink(missing_ok=True)
+        if tokenizer is not None:
+            tokenizer.save(run_dir / TOKENIZER_FILE)
         if copy_ae:
             _copy_autoencoder(ae_src, ae_dst)
         record_config(run_dir, "diffusion_stage", stage)

@@ -35,6 +35,29 @@ class DataConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text conditioning (Stage 2 with `conditional` "text", or "auto" on captioned data): a tokenizer of
+    at most `vocab_size` tokens learned from the training captions, prompts of `max_length` tokens, and the
+    text encoder: `encoder` "trained" (a transformer of `layers` blocks, `width` channels, `heads` heads,
+    trained jointly with the backbone) or "wordllama" (the frozen token embeddings of the `wordllama`
+    package, 256 wide, with `layers` trainable blocks on top; its own tokenizer)."""
+
+    encoder: Literal["trained", "wordllama"] = "trained"
+    vocab_size: int = 2048
+    max_length: int = 32
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 8 or self.max_length < 3:
+            raise ValueError(
+                f"text.vocab_size must be >= 8 and text.max_length >= 3, got {self.vocab_size}, "
+                f"{self.max_length}"
+            )
+
+
+@dataclass
 class AutoencoderStage:
     """Stage 1: train the perceptual-compression autoencoder, then measure its latent statistics."""
 
@@ -65,9 +88,11 @@ class DiffusionStage:
 
     `backbone` picks the network (`unet` or `dit`, `nets.backbones`); only its own section (`unet:` or
     `dit:`) applies, and its in/out channels, sample size and number of classes are filled in from the
-    latent cache. `conditional="auto"` trains a class-conditional model whenever the data has labels;
-    `cond_dropout` is, per conditioning key, the fraction of training rows given the null instead
-    (classifier-free guidance, Ho & Salimans 2022).
+    latent cache. `conditional="auto"` trains a text-conditioned model when the data has captions
+    (`text` section; the U-Net gains cross-attention), else a class-conditional one when it has labels;
+    "yes" = class labels, "text" = captions, "no" = unconditional. `cond_dropout` is, per conditioning
+    key, the fraction of training rows given the null instead (the empty caption for "text";
+    classifier-free guidance, Ho & Salimans 2022).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -90,8 +115,9 @@ class DiffusionStage:
             sample_every=1000,
         )
     )
-    conditional: Literal["auto", "yes", "no"] = "auto"
-    cond_dropout: dict[str, float] = field(default_factory=lambda: {"class": 0.1})
+    conditional: Literal["auto", "yes", "no", "text"] = "auto"
+    cond_dropout: dict[str, float] = field(default_factory=lambda: {"class": 0.1, "text": 0.1})
+    text: TextConfig = field(default_factory=TextConfig)
     encode_batch_size: int = 256
     sample_sampler: str = "dpmpp_2m"
     sample_steps: int = 20
