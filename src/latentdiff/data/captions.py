@@ -30,13 +30,17 @@ class CaptionError(ValueError):
     """A caption file that cannot be read as captions; the message names the file and the line."""
 
 
-def _metadata_files(root: Path) -> list[Path]:
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if METADATA_FILE in files:
-            found.append(Path(folder) / METADATA_FILE)
-    return found
+def _metadata_files(root: Path, files: Sequence[Path]) -> list[Path]:
+    """`metadata.jsonl` of `root` and of every folder on the way to an image: the folders the image search
+    walked (loop-safely, `find_images`), never a walk of our own through symlinked folders."""
+    root = Path(root)
+    folders = {root}
+    for file in files:
+        folder = Path(file).parent
+        while folder not in folders and len(folder.parts) > len(root.parts):
+            folders.add(folder)
+            folder = folder.parent
+    return sorted(f / METADATA_FILE for f in folders if (f / METADATA_FILE).is_file())
 
 
 def _texts(value: object, where: str) -> list[str]:
@@ -88,7 +92,7 @@ def read_sidecar(path: Path) -> list[str]:
 
 def has_captions(root: Path, files: Sequence[Path]) -> bool:
     """Whether `root` uses either caption convention (a metadata file, or a sidecar for any image)."""
-    return bool(_metadata_files(root)) or any(f.with_suffix(SIDECAR_SUFFIX).is_file() for f in files)
+    return bool(_metadata_files(root, files)) or any(f.with_suffix(SIDECAR_SUFFIX).is_file() for f in files)
 
 
 def folder_captions(root: Path, files: Sequence[Path]) -> list[list[str]] | None:
@@ -97,7 +101,7 @@ def folder_captions(root: Path, files: Sequence[Path]) -> list[list[str]] | None
     Metadata entries naming a file that does not exist are reported once; images without a caption get an
     empty list and are counted in a warning."""
     metadata: dict[Path, list[str]] = {}
-    for meta in _metadata_files(root):
+    for meta in _metadata_files(root, files):
         for file, texts in read_metadata(meta).items():
             metadata.setdefault(file, []).extend(texts)
     sidecars = [f.with_suffix(SIDECAR_SUFFIX) for f in files]
