@@ -164,8 +164,9 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         )
 
 
-def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
-    cfg = _cfg(
+def _time_budgeted_cfg():
+    """3 seconds of a cosine schedule fitted to the time, as `--minutes` trains."""
+    return _cfg(
         steps=1_000_000,
         lr_schedule="cosine",
         warmup_steps=2,
@@ -175,6 +176,10 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
         log_every=1,
         device=TEST_DEVICE,
     )
+
+
+def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
+    cfg = _time_budgeted_cfg()
     trainer = Trainer(ToyTask(), cfg, tmp_path, progress=False)
     history = trainer.fit()
     assert cfg.steps == 1_000_000  # the caller's configuration is not modified
@@ -191,16 +196,7 @@ def test_a_finished_time_budgeted_run_resumes_to_nothing_and_an_interrupted_one_
     """Resuming reads back the fitted step count and the minutes already trained: a finished run trains no
     step again (it used to start a new budget and a million-step schedule), an interrupted one finishes
     within what is left of its budget."""
-    cfg = _cfg(
-        steps=1_000_000,
-        lr_schedule="cosine",
-        warmup_steps=2,
-        max_minutes=0.05,
-        fit_to_time=True,
-        checkpoint_every=0,
-        log_every=1,
-        device=TEST_DEVICE,
-    )
+    cfg = _time_budgeted_cfg()
     first = Trainer(ToyTask(), cfg, tmp_path, progress=False)
     first.fit()
     fitted, done = first.cfg.steps, first.step
