@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test data bench lint clean venv venv-test
+.PHONY: demo demo-text test data bench lint clean venv venv-test
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ data:
 demo: venv data
 	$(VENV)/bin/latentdiff train --data fashion-mnist --out runs/demo --minutes 15 \
 		$$(test -f runs/demo/plan.yaml && echo --resume)
+
+# text-to-image on the built-in emoji (captions: Unicode names and keywords), 18 minutes; writes prompts.png
+demo-text: venv data
+	$(VENV)/bin/latentdiff demo --preset text --out runs/text-demo \
+		$$(test -f runs/text-demo/plan.yaml && echo --resume)
 
 test: venv-test data
 	$(PY) -m pytest -q

@@ -344,6 +344,43 @@ def train_budget_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def text_alignment_section(r: dict | None) -> list[str]:
+    out = ["## Does it draw what I asked? Prompt following on `shapes` (`benchmarks/text_alignment.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    p = r["protocol"]
+    out += [
+        f"Each model trained Stage 2 for {p['stage2_minutes']:g} minutes (`{p['preset']}` U-Net, same autoencoder); "
+        f"{p['per_caption']} image per caption for {p['held_out_captions']} held-out captions (colour–shape–position "
+        f"combinations never in the train split) and {p['seen_captions']} captions of train combinations, "
+        f"{p['sampler']} {p['steps']} steps, guidance {p['guidance_scale']}. Judged from pixels by "
+        "`shapes_judge` (its accuracy on renderer output: "
+        + ", ".join(f"{k} {r['judge_on_renderer'][k]:.1%}" for k in ("colour", "position", "shape"))
+        + ").",
+        "",
+        "| model | captions | images | colour | position | shape | all three |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in ("text", "wordllama", "class"):
+        for part in ("seen", "held_out"):
+            row = r.get(model, {}).get(part)
+            if row:
+                cells = " | ".join(f"{row[k]:.1%}" for k in ("colour", "position", "shape", "all"))
+                out.append(f"| {model} | {part.replace('_', '-')} | {row['images']} | {cells} |")
+    chance = r["chance"]
+    out.append(
+        "| chance | | | "
+        + " | ".join(f"{chance[k]:.1%}" for k in ("colour", "position", "shape", "all"))
+        + " |"
+    )
+    out += ["", f"![accuracy]({FIG}/text_alignment.png)", ""]
+    for part in ("seen", "held_out"):
+        if (RESULTS / f"text_alignment_{part}.png").is_file():
+            out.append(f"![text model, {part} captions]({FIG}/text_alignment_{part}.png)")
+    out += reading_lines("text_alignment")
+    return [*out, "", machine_line(p.get("machine")), ""]
+
+
 def gpu_section(runs: list[dict], nhwc: dict | None, nchw: dict | None) -> list[str]:
     """The committed `scripts/gpu_check.sh` reports (benchmarks/results/gpu_check/run*_report.json)."""
     out = ["## On a GPU (`scripts/gpu_check.sh`)", ""]
@@ -489,6 +526,7 @@ def build() -> Path:
         *quality_section(load("quality")),
         *sizing_section(load("sizing"), load("sizing_cuda")),
         *train_budget_section(load("train_budget")),
+        *text_alignment_section(load("text_alignment")),
         *gpu_section(gpu_runs(), load("unet_throughput_cuda"), load("unet_throughput_cuda_nchw")),
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,29 @@ def test_class_sub_folders_make_a_class_conditional_model(class_folder, tmp_path
         train_everything(str(class_folder), tmp_path / "run", size="tiny", steps=(20, 21), resume=True)
 
 
+def test_a_captioned_folder_makes_a_text_model_with_a_prompts_figure(flat_folder, tmp_path):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target[:300]
+    lines = [
+        json.dumps({"file_name": f"digit_{i:04d}.png", "text": [f"the digit {names[d]}", f"a {names[d]}"]})
+        for i, d in enumerate(labels)
+    ]
+    data = tmp_path / "captioned"
+    data.mkdir()
+    for png in flat_folder.glob("*.png"):
+        (data / png.name).write_bytes(png.read_bytes())
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    r = train_everything(str(data), tmp_path / "run", size="tiny", steps=(20, 16), progress=False)
+    assert r.plan.text and not r.plan.conditional  # captions, no further flags
+    run = tmp_path / "run"
+    assert (run / "tokenizer.json").is_file() and (run / "text_encoder" / "model.safetensors").is_file()
+    with Image.open(run / "prompts.png") as grid:
+        assert grid.height > grid.width  # 16 labelled rows of 6 samples
+    assert "![prompts](prompts.png)" in r.report.read_text()
+
+
 def test_without_the_fid_weights_training_goes_on_and_the_report_says_so(
     flat_folder, tmp_path, monkeypatch, caplog, capsys
 ):

@@ -232,6 +232,13 @@ def fid_floor(train, test, num_images: int, extractor, progress: bool = True) ->
     return float(fid_from_features(real_test, real_train))
 
 
+def spread_captions(captions: list[list[str]], n: int, where: str) -> list[tuple[str, str]]:
+    """The first captions of `n` images spread evenly over a split (distinct, in order), tagged `where`."""
+    firsts = list(dict.fromkeys(c[0] for c in captions if c))
+    picked = [firsts[i] for i in sorted({round(i * (len(firsts) - 1) / max(1, n - 1)) for i in range(n)})]
+    return [(p, where) for p in picked[:n]]
+
+
 def evaluate_run(
     run_dir: Path,
     data: str,
@@ -252,19 +259,26 @@ def evaluate_run(
     recon = evaluate_autoencoder(pipe.autoencoder, test, limit=1000, progress=progress)
     guidance = 2.0 if pipe.num_classes or pipe.takes_text else 1.0
     if pipe.takes_text and test.captions:
-        spread = test.captions[:: max(1, len(test.captions) // 8)]
-        prompts = [c[0] for c in spread if c][:8]
+        prompts = [
+            *spread_captions(train.captions, 8, "seen"),
+            *spread_captions(test.captions, 8, "held-out"),
+        ]
         images = pipe(
-            num_images=8 * len(prompts),
+            num_images=6 * len(prompts),
             steps=20,
             sampler="dpmpp_2m",
             guidance_scale=guidance,
-            prompt=[p for p in prompts for _ in range(8)],
+            prompt=[p for p, _ in prompts for _ in range(6)],
             seed=seed,
             output_type="pt",
         )
-        title = f"samples for test captions: DPM-Solver++ 20 steps, guidance {guidance}"
-        class_grid(images, prompts, run_dir / "samples.png", cols=8, title=title)
+        how = f"DPM-Solver++ 20 steps, guidance {guidance}"
+        title = f"prompts: seen = captions of train images, held-out = of held-out images; {how}"
+        labels = [f"{p} ({where})" for p, where in prompts]
+        class_grid(images, labels, run_dir / "prompts.png", cols=6, title=title)
+        seen = sum(where == "seen" for _, where in prompts)
+        title = f"samples for captions of train images: {how}"
+        class_grid(images[: 6 * seen], labels[:seen], run_dir / "samples.png", cols=6, title=title)
     elif pipe.num_classes:
         names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
         shown = names[:20]  # one row per class, the first 20 classes
@@ -367,7 +381,7 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         f"SSIM {recon['ssim']:.3f}; compression d/k = {recon['compression_ratio']:.0f}.",
         _fid_line(fid, metrics.get("fid_not_measured")),
         "",
-        "![samples](samples.png)",
+        "![prompts](prompts.png)" if (run_dir / "prompts.png").is_file() else "![samples](samples.png)",
         "",
         "![how it works](how_it_works.png)",
         "",
