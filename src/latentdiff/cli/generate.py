@@ -299,6 +299,13 @@ def cmd_inpaint(args: argparse.Namespace) -> str:
     return _write(args.out, out, names)
 
 
+def _walk_options(args: argparse.Namespace) -> dict:
+    return dict(
+        n=args.n, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance,
+        negative_prompt=args.negative_prompt,
+    )  # fmt: skip
+
+
 def cmd_interpolate(args: argparse.Namespace) -> str:
     seeds = args.seed_a is not None or args.seed_b is not None
     prompts = args.prompt_a is not None or args.prompt_b is not None
@@ -310,18 +317,13 @@ def cmd_interpolate(args: argparse.Namespace) -> str:
         return _interpolate_prompts(args)
     if args.seed_a is None or args.seed_b is None:
         raise ValueError("a walk between seeds needs both --seed-a and --seed-b")
-    pipe = _pipeline(args)
-    images = pipe.interpolate(
+    images = _pipeline(args).interpolate(
         args.seed_a,
         args.seed_b,
-        n=args.n,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance,
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
         prompt=_one_prompt(args),
-        negative_prompt=args.negative_prompt,
+        **_walk_options(args),
     )
     return _write(args.out, images, [f"interp_{i:02d}" for i in range(len(images))], nrow=len(images))
 
@@ -333,28 +335,16 @@ def _interpolate_prompts(args: argparse.Namespace) -> str:
 
     if args.prompt_a is None or args.prompt_b is None:
         raise ValueError("a walk between prompts needs both --prompt-a and --prompt-b")
+    flags = {"--prompt": args.prompt, "--prompts-file": args.prompts_file, "--class": args.class_label}
     given = [
-        f
-        for f, v in [
-            ("--prompt", args.prompt),
-            ("--prompts-file", args.prompts_file),
-            ("--class", args.class_label),
-            ("--negative-class", args.negative_class),
-        ]
-        if v is not None
+        flag
+        for flag, value in {**flags, "--negative-class": args.negative_class}.items()
+        if value is not None
     ]
     if given:
         raise ValueError(f"a walk between --prompt-a and --prompt-b takes no {', '.join(given)}")
-    pipe = _pipeline(args)
-    images = pipe.interpolate_prompts(
-        args.prompt_a,
-        args.prompt_b,
-        n=args.n,
-        seed=args.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance,
-        negative_prompt=args.negative_prompt,
+    images = _pipeline(args).interpolate_prompts(
+        args.prompt_a, args.prompt_b, seed=args.seed, **_walk_options(args)
     )
     save_images(args.out, images, [f"interp_{i:02d}.png" for i in range(len(images))])
     title = f"{args.prompt_a!r} → {args.prompt_b!r}"
