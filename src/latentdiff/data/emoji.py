@@ -23,7 +23,9 @@ model keeps its own class names. The Debian font gives 1,425 classes.
 Captions (text-to-image): the Unicode names of the sequence's code points in lower case, joining
 characters and variation selectors left out, skin-tone modifiers read as "light skin tone" …, a flag's
 two regional indicators as "flag XY": e.g. ["waving hand sign, medium skin tone", "an emoji of waving
-hand sign, medium skin tone", "waving hand sign"].
+hand sign, medium skin tone", "waving hand sign"]; with the npm package `emojilib` installed (MIT licence;
+`data.emoji_keywords`), also its short name and keywords: "waving hand, medium skin tone", "waving hand,
+medium skin tone: wave, hands, gesture, goodbye".
 
 Split: an emoji is `test` when the first 8 hex digits of SHA-256 of its sequence key (code points as
 upper-case hex joined by "-", e.g. "26F9-200D-2640") are ≡ 0 mod 10, else `train`: fixed for a
@@ -42,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from latentdiff.data.emoji_keywords import keyword_captions, keywords
 from latentdiff.data.image_convert import image_to_array
 from latentdiff.data.source import BuiltinSource, SourceSplit, data_root, first_existing, source_fingerprint
 
@@ -188,8 +191,17 @@ def describe(sequence: tuple[int | str, ...]) -> str:
     return ", ".join(words) or "emoji"
 
 
+def _keyword_captions(sequence: tuple[int | str, ...], table: dict[str, list[str]]) -> list[str]:
+    if not table or not all(isinstance(c, int) for c in sequence):
+        return []
+    tones = ", ".join(dict.fromkeys(_SKIN_TONES[c] for c in sequence if c in _SKIN_TONES)) or None
+    return keyword_captions("".join(chr(c) for c in sequence), table, tones)  # type: ignore[arg-type]
+
+
 def split_captions(font: Path, split: str) -> list[list[str]]:
-    """Per image of `split` (in `read_split`'s order), its captions."""
+    """Per image of `split` (in `read_split`'s order), its captions: the Unicode names, and the emojilib
+    keywords when that package is installed (`data.emoji_keywords`)."""
+    table = keywords()
     out = []
     for g in _glyphs(font):
         if g.is_test != (split == "test"):
@@ -198,6 +210,7 @@ def split_captions(font: Path, split: str) -> list[list[str]]:
         captions = [words, f"an emoji of {words}"]
         if g.class_name.lower() != words:
             captions.append(g.class_name.lower())
+        captions += [c for c in _keyword_captions(g.sequence, table) if c not in captions]
         out.append(captions)
     return out
 

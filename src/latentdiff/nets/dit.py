@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from latentdiff.config import from_dict, to_dict
-from latentdiff.io.checkpoint import load_tagged_model_folder, save_model_folder
+from latentdiff.config import to_dict
+from latentdiff.io.model_folder import FolderModel
 from latentdiff.nets import conditioning
 from latentdiff.nets.blocks import timestep_embedding
 from latentdiff.nets.cross_attention import Attention
-from latentdiff.nets.unet import TimestepMLP, load_weights
+from latentdiff.nets.unet import TimestepMLP
 
 FORMAT = "latentdiff.dit"
 VERSION = 1
@@ -167,7 +166,7 @@ class DiTBlock(nn.Module):
         return h + gate2 * self.fc2(F.gelu(self.fc1(mlp_in), approximate="tanh"))
 
 
-class DiT(nn.Module):
+class DiT(FolderModel, nn.Module, folder_format=FORMAT, version=VERSION, config_class=DiTConfig):
     """``forward(x, c_noise, cond=None) -> Tensor`` shaped like x = (B, in_channels, H, W), H and W
     multiples of `patch_size`.
 
@@ -270,15 +269,3 @@ class DiT(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         """What `config.json` holds: the format tag, the backbone name and the configuration."""
         return {"format": FORMAT, "version": VERSION, "backbone": "dit", **to_dict(self.config)}
-
-    def save_pretrained(self, path: str | Path, ema_state: dict[str, Tensor] | None = None) -> Path:
-        """Write `config.json` + `model.safetensors` (+ `ema.safetensors`) atomically."""
-        return save_model_folder(path, self.config_dict(), self.state_dict(), ema_state)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, weights: str = "auto") -> DiT:
-        """Load a folder written by `save_pretrained` (EMA weights when present with "auto"); eval mode."""
-        config, state = load_tagged_model_folder(path, FORMAT, VERSION, weights)
-        model = cls(from_dict(DiTConfig, config))
-        load_weights(model, state, str(path))
-        return model.eval()

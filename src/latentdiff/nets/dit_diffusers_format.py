@@ -27,8 +27,8 @@ from latentdiff.io.checkpoint import (
     read_json,
     save_diffusers_folder,
 )
+from latentdiff.io.model_folder import load_weights
 from latentdiff.nets.dit import EPS, DiT, DiTConfig
-from latentdiff.nets.unet import load_weights
 from latentdiff.nets.unet_diffusers_format import DIFFUSERS_VERSION, DiffusersFormatError
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,13 @@ writes the matching diffusers config.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from latentdiff.config import from_dict, to_dict
-from latentdiff.io.checkpoint import CheckpointError, load_tagged_model_folder, save_model_folder
+from latentdiff.config import to_dict
+from latentdiff.io.model_folder import FolderModel
 from latentdiff.nets import conditioning
 from latentdiff.nets.blocks import (
     Downsample,
@@ -169,7 +168,7 @@ class MidBlock(nn.Module):
         self.attentions = nn.ModuleList(attentions)
 
 
-class UNet(nn.Module):
+class UNet(FolderModel, nn.Module, folder_format=FORMAT, version=VERSION, config_class=UNetConfig):
     """The U-Net backbone (`nets.backbones`): ``forward(x, c_noise, cond=None) -> Tensor`` of shape
     ``(B, out_channels, H, W)``.
 
@@ -358,34 +357,3 @@ class UNet(nn.Module):
     def config_dict(self) -> dict:
         """What `config.json` holds: the format tag and the configuration."""
         return {"format": FORMAT, "version": VERSION, "backbone": "unet", **to_dict(self.config)}
-
-    def save_pretrained(self, path: str | Path, ema_state: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write `config.json` + `model.safetensors` (+ `ema.safetensors`) atomically."""
-        return save_model_folder(path, self.config_dict(), self.state_dict(), ema_state)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, weights: str = "auto") -> UNet:
-        """Load a folder written by `save_pretrained` (EMA weights when present with "auto"); eval mode."""
-        config, state = load_tagged_model_folder(path, FORMAT, VERSION, weights)
-        model = cls(from_dict(UNetConfig, config))
-        load_weights(model, state, str(path))
-        return model.eval()
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)` with an error naming the missing, unexpected or misshapen keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or misshapen:
-        raise CheckpointError(
-            f"{source}: weights do not match the configuration: missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}, wrong shape {misshapen[:5]}"
-        )
-    model.load_state_dict(state, strict=True)

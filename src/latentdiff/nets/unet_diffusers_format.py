@@ -21,7 +21,8 @@ from latentdiff.io.checkpoint import (
     read_json,
     save_diffusers_folder,
 )
-from latentdiff.nets.unet import UNet, UNetConfig, load_weights
+from latentdiff.io.model_folder import load_weights
+from latentdiff.nets.unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
 

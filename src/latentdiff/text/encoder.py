@@ -14,15 +14,14 @@ A folder `text_encoder/` holds `config.json` + `model.safetensors` (+ `ema.safet
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentdiff.config import from_dict, to_dict
-from latentdiff.io.checkpoint import load_tagged_model_folder, save_model_folder
+from latentdiff.config import to_dict
+from latentdiff.io.model_folder import FolderModel
 
 FORMAT = "latentdiff.text_encoder"
 VERSION = 1
@@ -80,7 +79,9 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(
+    FolderModel, nn.Module, folder_format=FORMAT, version=VERSION, config_class=TextEncoderConfig
+):
     """``forward(ids (B, L) int64) -> (embeddings (B, L, width), mask bool (B, L))``; mask = not padding.
 
     Padding tokens are masked out of every attention, so the embeddings of the real tokens do not depend
@@ -123,15 +124,3 @@ class TextEncoder(nn.Module):
     # ------------------------------------------------------------------------------------------- checkpoints
     def config_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, **to_dict(self.config)}
-
-    def save_pretrained(self, path: str | Path, ema_state: dict[str, torch.Tensor] | None = None) -> Path:
-        return save_model_folder(path, self.config_dict(), self.state_dict(), ema_state)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, weights: str = "auto") -> TextEncoder:
-        from latentdiff.nets.unet import load_weights
-
-        config, state = load_tagged_model_folder(path, FORMAT, VERSION, weights)
-        model = cls(from_dict(TextEncoderConfig, config))
-        load_weights(model, state, str(path))
-        return model.eval()
