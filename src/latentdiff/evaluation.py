@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentdiff.autoencoder.model import Autoencoder
-from latentdiff.data.dataset import ImageDataset
+from latentdiff.data.dataset import ImageDataset, spread_indices
 from latentdiff.metrics.image_quality import psnr, ssim
 
 
@@ -127,7 +127,8 @@ def evaluate_generation(
     """FID/KID of `num_samples` generated images against `num_reference` images of `dataset` (default: as
     many as samples), and, with `reconstruction`, the autoencoder's rFID on those reference images.
 
-    A class-conditional model is sampled with balanced labels (image i gets class i mod C); the protocol,
+    A class-conditional model is sampled with balanced labels (image i gets class i mod C), a
+    text-conditioned one with the captions of the reference split's images; the protocol,
     both sample counts and the sampler settings are part of the result.
     """
     from latentdiff.metrics.fid_kid import fid_kid_from_features
@@ -137,6 +138,12 @@ def evaluate_generation(
     n_ref = min(num_reference or num_samples, len(dataset))
     real = reference_features_for(dataset, n_ref, extractor, progress)
     labels = [i % pipe.num_classes for i in range(num_samples)] if pipe.num_classes else None
+    prompts = None
+    if getattr(pipe, "takes_text", False):
+        # text-to-image FID samples from the captions of the reference images (as COCO FID does)
+        captions = getattr(dataset, "captions", None) or [[]] * len(dataset)
+        order = spread_indices(len(dataset), num_samples)
+        prompts = [(captions[order[i % len(order)]] or [""])[0] for i in range(num_samples)]
     start = time.perf_counter()
     fake_images = pipe(
         num_images=num_samples,
@@ -144,6 +151,7 @@ def evaluate_generation(
         sampler=sampler,
         guidance_scale=guidance_scale,
         class_labels=labels,
+        prompt=prompts,
         seed=seed,
         output_type="pt",
         batch_size=batch_size,
@@ -158,6 +166,7 @@ def evaluate_generation(
         "steps": steps,
         "guidance_scale": guidance_scale,
         "seed": seed,
+        **({"prompts": "the first caption of held-out images spread over the split"} if prompts else {}),
         "sampling_seconds_per_image": sample_seconds / num_samples,
     }
     if reconstruction:

@@ -26,7 +26,7 @@ from latentdiff.evaluation import (
     reference_features_for,
 )
 from latentdiff.figures import class_grid
-from latentdiff.io.checkpoint import write_json
+from latentdiff.io.checkpoint import read_json, write_json
 from latentdiff.pipeline import LatentDiffusionPipeline
 from latentdiff.training import presets
 from latentdiff.training.distributed import resolve_device
@@ -185,22 +185,22 @@ def train_everything(
         # said before training, not after it: the run is still worth having without its FID
         log.warning("%s; the report will have no FID", fid_missing)
     ae_stage, dm_stage = stages_of(plan, seed, str(dev))
-    times: dict[str, float] = {"planning": (time.perf_counter() - t0) / 60}
+    clock = _SessionClock(run_dir, resume)
+    clock.add("planning", t0)
     start = time.perf_counter()
     train_autoencoder(ae_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
-    times["stage1"] = (time.perf_counter() - start) / 60
+    clock.add("stage1", start)
     start = time.perf_counter()
     train_diffusion(dm_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
-    times["stage2"] = (time.perf_counter() - start) / 60
+    clock.add("stage2", start)
     start = time.perf_counter()
     metrics = evaluate_run(
         run_dir, plan.data, plan.resolution, plan.channels, seed, dev, progress, fid=not fid_missing
     )
     if fid_missing:
         metrics["fid_not_measured"] = fid_missing
-    times["evaluation"] = (time.perf_counter() - start) / 60
-    times["total"] = (time.perf_counter() - t0) / 60
-    metrics["minutes"] = times
+    clock.add("evaluation", start)
+    metrics["minutes"] = clock.finish()
     metrics["steps"] = {
         "autoencoder": _steps_done(run_dir, "autoencoder"),
         "diffusion": _steps_done(run_dir, "unet"),
@@ -208,6 +208,34 @@ def train_everything(
     write_json(metrics, run_dir / "metrics.json")
     report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)
     return TrainResult(run_dir, plan, report, run_dir / "samples.png", metrics)
+
+
+class _SessionClock:
+    """Minutes per phase summed over the sessions of a run (a resumed run's report counts the time spent
+    before the interruption too), kept in RUN/minutes.json after each phase."""
+
+    def __init__(self, run_dir: Path, resume: bool) -> None:
+        self.path = run_dir / "minutes.json"
+        before = read_json(self.path) if resume and self.path.is_file() else {}
+        self.before = {k: float(v) for k, v in before.items() if k != "sessions"}
+        self.sessions = int(before.get("sessions", 0)) + 1
+        self.now: dict[str, float] = {}
+
+    def add(self, phase: str, since: float) -> None:
+        self.now[phase] = (time.perf_counter() - since) / 60
+        write_json(self._totals(), self.path)
+
+    def _totals(self) -> dict[str, Any]:
+        # a phase finished in an earlier session and only reloaded now keeps its earlier time
+        totals = {k: self.before.get(k, 0.0) + v for k, v in self.now.items()}
+        totals = {**self.before, **totals}
+        totals["total"] = sum(v for k, v in totals.items() if k != "total")
+        return {**totals, "sessions": self.sessions}
+
+    def finish(self) -> dict[str, Any]:
+        totals = self._totals()
+        write_json(totals, self.path)
+        return totals
 
 
 def fid_weights_missing() -> str | None:
@@ -351,6 +379,7 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
     recon, fid, t, steps = metrics["reconstruction"], metrics["fid"], metrics["minutes"], metrics["steps"]
     c, h, w = metrics["model"]["latent_shape"]
     ae_params, backbone_params = metrics["model"]["autoencoder_params"], metrics["model"]["backbone_params"]
+    sessions = f" (over {t['sessions']} sessions: --resume)" if t.get("sessions", 1) > 1 else ""
     lines = [
         f"# latentdiff train: {plan.data}",
         "",
@@ -370,7 +399,7 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
         f"| planning (data, speed probe) | | | {t['planning']:.1f} |",
         f"| evaluation | | | {t['evaluation']:.1f} |",
-        f"| **total** | | | **{t['total']:.1f}** |",
+        f"| **total**{sessions} | | | **{t['total']:.1f}** |",
         "",
         "## How good it is",
         "",

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from latentdiff.training.presets import PRESET_NAMES, autoencoder_config, choose_f, unet_config
+from latentdiff.training.stages import TextConfig
 
 log = logging.getLogger(__name__)
 
@@ -190,22 +191,35 @@ def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, d
     return _training_rate(model, loss, batch, device)
 
 
-def probe_unet(preset: str, latent_side: int, classes: int, batch: int, device: torch.device) -> float:
-    """Images per second of one Stage 2 training step (forward, MSE, backward, AdamW) in bf16."""
+def probe_unet(
+    preset: str, latent_side: int, classes: int, batch: int, device: torch.device, text: bool = False
+) -> float:
+    """Images per second of one Stage 2 training step (forward, MSE, backward, AdamW) in bf16; with `text`,
+    of the cross-attention U-Net reading a full-length prompt of the default text encoder's width (its
+    transformer blocks make a step slower: the emoji text demo trained at 139 images/s where the class
+    U-Net's probe had measured 213)."""
+    from latentdiff.nets import conditioning
     from latentdiff.nets.unet import UNet
 
     torch.manual_seed(0)
+    words = TextConfig()
     cfg = dataclasses.replace(
         unet_config(preset, latent_side),
         in_channels=4,
         out_channels=4,
         sample_size=latent_side,
-        num_classes=classes,
+        num_classes=0 if text else classes,
+        cross_attention_dim=words.width if text else None,
     )
     model = UNet(cfg).to(device).train()
     z = torch.randn(batch, 4, latent_side, latent_side, device=device)
     t = torch.rand(batch, device=device) * 999
-    cond = {"class": torch.arange(batch, device=device) % classes} if classes else None
+    cond = {"class": torch.arange(batch, device=device) % classes} if classes and not text else None
+    if text:
+        cond = {
+            conditioning.TEXT_EMBEDDINGS: torch.randn(batch, words.max_length, words.width, device=device),
+            conditioning.TEXT_MASK: torch.ones(batch, words.max_length, dtype=torch.bool, device=device),
+        }
     return _training_rate(model, lambda: (model(z, t, cond).float() - z).pow(2).mean(), batch, device)
 
 
@@ -226,7 +240,8 @@ def probe_speeds(
         if rate < stop_below:
             break
     for preset in presets:
-        rate = probe_unet(preset, side, summary.num_classes, 128 if side <= 8 else 64, device)
+        batch = 128 if side <= 8 else 64
+        rate = probe_unet(preset, side, summary.num_classes, batch, device, text=summary.captioned)
         speeds["diffusion"][preset] = rate
         if rate < stop_below:
             break
