@@ -367,6 +367,12 @@ def text_alignment_section(r: dict | None) -> list[str]:
             if row:
                 cells = " | ".join(f"{row[k]:.1%}" for k in ("colour", "position", "shape", "all"))
                 out.append(f"| {model} | {part.replace('_', '-')} | {row['images']} | {cells} |")
+    ceiling = r.get("stage1_ceiling")
+    if ceiling:
+        cells = " | ".join(f"{ceiling[k]:.1%}" for k in ("colour", "position", "shape", "all"))
+        out.append(
+            f"| Stage 1 alone: D(E(x)) of the test images (the ceiling) | | {ceiling['images']} | {cells} |"
+        )
     chance = r["chance"]
     out.append(
         "| chance | | | "

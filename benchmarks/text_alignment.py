@@ -33,13 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import shapes_judge  # noqa: E402
 from common import RESULTS, RUNS, machine, setup, write_result  # noqa: E402
 
 from latentdiff.data import shapes  # noqa: E402
+from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.figures import class_grid  # noqa: E402
+from latentdiff.io.checkpoint import read_json  # noqa: E402
 from latentdiff.io.images import to_uint8  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training import presets  # noqa: E402
@@ -74,6 +77,16 @@ def score(images: np.ndarray, truth: list[tuple[int, int, int]]) -> dict[str, fl
     return {k: n / len(truth) for k, n in right.items()} | {"images": len(truth)}
 
 
+def stage1_ceiling(pipe) -> dict[str, float]:
+    """The judge on D(E(x)) of every test image: what Stage 1 alone keeps of colour, position and shape
+    (no diffusion model can draw what its decoder cannot reproduce)."""
+    test = load_dataset("shapes", "test", 32, 3)
+    images = test.uint8_batch(np.arange(len(test)))
+    recon = pipe.reconstruct(torch.from_numpy(images).float() / 127.5 - 1, output_type="pt")
+    truth = [(c, s, p) for c, s, p, *_ in shapes.split_items("test")]
+    return score(to_uint8(recon).transpose(0, 3, 1, 2), truth)
+
+
 def generate(pipe, batch_kw: dict, n: int, chunk: int = 64, **cond) -> np.ndarray:
     """uint8 (n, 3, H, W) images, conditioned on the `n` values of each keyword in `cond` (seed = chunk)."""
     out = []
@@ -95,6 +108,11 @@ def main() -> None:
     ap.add_argument("--seen", type=int, default=320, help="distinct train captions to generate for")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score the models already trained (same settings) instead of training",
+    )
     args = ap.parse_args()
     setup()
 
@@ -108,11 +126,13 @@ def main() -> None:
     if importlib.util.find_spec("wordllama") is not None:
         models.append(("wordllama", RUN / "wordllama", "wordllama"))
     models.append(("class", class_run, None))
-    if not (text_run / "autoencoder" / "config.json").is_file():
+    if not args.reuse or not (text_run / "autoencoder" / "config.json").is_file():
         ae = presets.autoencoder_stage(data, args.preset, 3, args.ae_minutes, 4, args.device, args.seed)
         train_autoencoder(ae, text_run, overwrite=True)
-    timings = {}
+    timings = read_json(RESULTS / "text_alignment.json").get("minutes", {}) if args.reuse else {}
     for name, run, encoder in models:
+        if args.reuse and (run / "unet" / "config.json").is_file():
+            continue
         stage = presets.diffusion_stage(
             data, args.preset, 8, conditional=name == "class", minutes=args.minutes, device=args.device,
             seed=args.seed, text=encoder is not None,
@@ -130,6 +150,9 @@ def main() -> None:
     seen = [x for x in seen for _ in range(args.per_caption)]
 
     results: dict = {"judge_on_renderer": judge_accuracy, "chance": CHANCE, "minutes": timings}
+    results["stage1_ceiling"] = stage1_ceiling(
+        LatentDiffusionPipeline.from_pretrained(text_run, device="cpu")
+    )
     for name, run, _ in models[:-1]:
         pipe = LatentDiffusionPipeline.from_pretrained(run, device=args.device)
         pipe.progress = False

@@ -59,3 +59,6 @@ def test_captions_describe_each_emoji_in_words():
     assert describe((0x1F1EB, 0x1F1F7)) == "flag FR"
     assert describe((0x1F469, 0x200D, 0x1F4BB)) == "woman, personal computer"
     assert describe((0x2764, 0xFE0F)) == "heavy black heart"
+    wales = (0x1F3F4, *(0xE0000 + ord(c) for c in "gbwls"), 0xE007F)
+    assert describe(wales) == "flag of Wales"
+    assert describe((0x1F3F4, *(0xE0000 + ord(c) for c in "caab"), 0xE007F)) == "flag CA-AB"

@@ -66,3 +66,22 @@ def test_a_broken_package_file_is_named(data_home):
     (data_home / "emojilib" / TARBALL).write_bytes(b"not a tarball")
     with pytest.raises(ValueError, match=rf"{TARBALL}: cannot read the emoji keywords of emojilib@4.0.3"):
         keywords()
+
+
+def test_an_emoji_newer_than_pythons_unicode_names_is_captioned_by_its_emojilib_name(use_builtin, data_home):
+    font = use_builtin("emoji")
+    glyphs = emoji._glyphs(font)
+    unnamed = next((g for g in glyphs if emoji._UNNAMED.search(emoji.describe(g.sequence))), None)
+    if unnamed is None:
+        pytest.skip("this Python's unicodedata names every emoji of the font")
+    char = "".join(chr(c) for c in unnamed.sequence)
+    FAKE[char] = ["shiny_new_thing", "novel"]
+    try:
+        _install(data_home)
+        split = "test" if unnamed.is_test else "train"
+        row = [g for g in glyphs if g.is_test == unnamed.is_test].index(unnamed)
+        captions = emoji.split_captions(font, split)[row]
+    finally:
+        del FAKE[char]
+    assert captions[:2] == ["shiny new thing", "an emoji of shiny new thing"]
+    assert not any("u+" in c for c in captions)

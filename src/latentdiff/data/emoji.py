@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,13 +174,25 @@ _SKIN_TONES = {
 }
 _SILENT = {0x200D, 0xFE0E, 0xFE0F, 0x20E3}  # joiner, variation selectors, combining keycap
 _REGIONAL_A = 0x1F1E6
+_TAG_BASE = 0xE0000  # tag characters U+E0020..U+E007E spell ASCII
+_SUBDIVISIONS = {"gbeng": "England", "gbsct": "Scotland", "gbwls": "Wales"}
+_UNNAMED = re.compile(r"\bu\+[0-9a-f]{4,}")  # describe()'s fallback for a code point without a name
 
 
 def describe(sequence: tuple[int | str, ...]) -> str:
-    """A code-point sequence in words, e.g. 'woman, medium skin tone' or 'flag FR'."""
+    """A code-point sequence in words: 'woman, medium skin tone', 'flag FR', 'flag CA-AB', 'flag of Wales'."""
     letters = [c - _REGIONAL_A for c in sequence if isinstance(c, int) and 0 <= c - _REGIONAL_A < 26]
     if len(letters) == 2 and len(sequence) == 2:
         return "flag " + "".join(chr(ord("A") + i) for i in letters)
+    tags = "".join(
+        chr(c - _TAG_BASE) for c in sequence if isinstance(c, int) and 0x20 <= c - _TAG_BASE < 0x7F
+    )
+    if tags:  # a subdivision flag: black flag + tag letters (Unicode UTS #51, emoji tag sequences)
+        return (
+            f"flag of {_SUBDIVISIONS[tags]}"
+            if tags in _SUBDIVISIONS
+            else f"flag {tags[:2].upper()}-{tags[2:].upper()}"
+        )
     words = []
     for c in sequence:
         if isinstance(c, str):
@@ -207,10 +220,13 @@ def split_captions(font: Path, split: str) -> list[list[str]]:
         if g.is_test != (split == "test"):
             continue
         words = describe(g.sequence)
+        keyworded = _keyword_captions(g.sequence, table)
+        if _UNNAMED.search(words) and keyworded:  # newer than this Python's Unicode names: emojilib's name
+            words = keyworded[0]
         captions = [words, f"an emoji of {words}"]
-        if g.class_name.lower() != words:
+        if g.class_name.lower() != words and not _UNNAMED.search(g.class_name.lower()):
             captions.append(g.class_name.lower())
-        captions += [c for c in _keyword_captions(g.sequence, table) if c not in captions]
+        captions += [c for c in keyworded if c not in captions]
         out.append(captions)
     return out
 
