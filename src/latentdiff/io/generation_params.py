@@ -82,7 +82,8 @@ def read_generation_params(path: str | Path) -> GenerationParams:
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read {path.name}: not a readable image ({e})") from None
+        reason = str(e).replace(f"'{path}'", path.name).replace(str(path), path.name)  # no server paths
+        raise ValueError(f"cannot read {path.name}: not a readable image ({reason})") from None
     if fmt != "PNG":
         raise ValueError(f"{path.name} is a {fmt} image; generation parameters are read from PNG files only")
     if PARAMS_KEY not in text:

@@ -1,0 +1,267 @@
+"""The web UI in a real headless Chromium (Debian's `chromium` + `chromedriver`, driven by Selenium): what
+a user clicks gives what the pipeline makes, pixel for pixel.
+
+One server on the session's tiny trained run and one browser serve every test here (starting them costs
+more than the tests). With LATENTDIFF_SCREENSHOTS=1 the screenshots shown in the README are written to
+docs/images/; otherwise they go to the test's temporary folder (taken all the same).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from suite_device import TEST_DEVICE
+
+pytest.importorskip("gradio", reason="the web UI needs the `ui` extra: pip install -e '.[ui]'")
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the `test` extra)")
+
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from latentdiff.io.generation_params import read_generation_params  # noqa: E402
+from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (installed as root by `make data`: "
+    "sudo apt-get install chromium chromium-driver)",
+)
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 60  # seconds any one thing on the page may take on a busy 2-core machine
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    from latentdiff.ui.server import ServeConfig, start_server
+
+    out = tmp_path_factory.mktemp("ui_outputs")
+    srv = start_server(ServeConfig(runs=[tiny_run], out=out, port=_free_port(), device=TEST_DEVICE))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1280,1000")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.get(server.url)
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "generate"))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_run):
+    p = LatentDiffusionPipeline.from_pretrained(tiny_run, device=TEST_DEVICE)
+    p.progress = False
+    return p
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    """docs/images/ when LATENTDIFF_SCREENSHOTS=1 (to refresh the README's pictures), else a temp folder."""
+    return REPO / "docs" / "images" if os.environ.get("LATENTDIFF_SCREENSHOTS") == "1" else tmp_path
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _in(driver, elem_id: str, css: str):
+    return driver.find_element(By.CSS_SELECTOR, f"#{elem_id} {css}")
+
+
+def set_value(driver, elem_id: str, value) -> None:
+    """Type into a number box (or a slider's number box) and leave it, as a user does."""
+    box = _in(driver, elem_id, "input[type=number]")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.TAB)
+
+
+def choose(driver, elem_id: str, option: str) -> None:
+    """Pick `option` in a dropdown by typing it and pressing Enter."""
+    box = _in(driver, elem_id, "input[role=combobox]")
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(option)
+    box.send_keys(Keys.ENTER)
+    WebDriverWait(driver, WAIT).until(lambda d: box.get_attribute("value") == option)
+
+
+def open_tab(driver, name: str) -> None:
+    tab = next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == name)
+    tab.click()
+
+
+def image_urls(driver, elem_id: str) -> list[str]:
+    return [
+        img.get_attribute("src")
+        for img in driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+        if (img.get_attribute("src") or "").startswith("http")
+    ]
+
+
+def wait_for_images(driver, elem_id: str, before: set[str] = frozenset()) -> list[str]:
+    WebDriverWait(driver, WAIT).until(lambda d: set(image_urls(d, elem_id)) - set(before))
+    return [u for u in image_urls(driver, elem_id) if u not in before]
+
+
+def download(url: str) -> tuple[np.ndarray, bytes]:
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        data = response.read()
+    return np.asarray(Image.open(BytesIO(data))), data
+
+
+def wait_for_text(driver, text: str, timeout: float = WAIT) -> str:
+    """The first element's text on the page that contains `text` (toasts, status lines)."""
+    xpath = f"//*[contains(text(), {text!r})]"
+    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.XPATH, xpath))
+    return driver.find_elements(By.XPATH, xpath)[0].text
+
+
+def close_toasts(driver) -> None:
+    for button in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+        try:
+            button.click()
+        except Exception:  # noqa: BLE001 - a toast closing by itself meanwhile is fine
+            pass
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_generate_shows_the_pipelines_image_and_its_png_restores_the_settings(
+    browser, pipe, tmp_path, screenshots
+):
+    open_tab(browser, "Generate")
+    choose(browser, "class", "3")
+    set_value(browser, "seed", 1234)
+    set_value(browser, "steps", 6)
+    set_value(browser, "guidance", 2)
+    browser.find_element(By.ID, "generate").click()
+    (url,) = wait_for_images(browser, "gallery")
+    shown, data = download(url)
+    expected = pipe(
+        num_images=1,
+        steps=6,
+        sampler="dpmpp_2m",
+        guidance_scale=2.0,
+        class_labels=3,
+        seed=1234,
+        output_type="np",
+    )[0, ..., 0]
+    assert shown.dtype == np.uint8 and np.array_equal(shown, expected), "the page shows pipe(...)'s image"
+    wait_for_text(browser, "seed 1234, 6 steps")
+    browser.save_screenshot(str(screenshots / "ui_generate.png"))
+
+    # the PNG carries its settings; dropped on the page, they come back
+    saved = tmp_path / "from_the_page.png"
+    saved.write_bytes(data)
+    params = read_generation_params(saved)
+    assert (params.class_label, params.seed, params.steps, params.guidance) == ("3", 1234, 6, 2.0)
+    choose(browser, "class", "7")
+    set_value(browser, "seed", 5)
+    set_value(browser, "steps", 20)
+    _in(browser, "load-png", "input[type=file]").send_keys(str(saved))
+    wait_for_text(browser, "settings of from_the_page.png restored")
+    assert _in(browser, "seed", "input[type=number]").get_attribute("value") == "1234"
+    assert _in(browser, "steps", "input[type=number]").get_attribute("value") == "6"
+    assert _in(browser, "class", "input[role=combobox]").get_attribute("value") == "3"
+
+
+def test_a_broken_upload_gives_a_message_and_the_server_keeps_serving(browser, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing an image decoder wants")
+    _in(browser, "load-png", "input[type=file]").send_keys(str(broken))
+    message = wait_for_text(browser, "cannot read broken.png")
+    assert "not a readable image" in message and "Traceback" not in browser.page_source
+    close_toasts(browser)
+
+
+def test_inpainting_regenerates_the_painted_region_and_keeps_the_rest(browser, pipe, tmp_path, screenshots):
+    from latentdiff.data.image_folder import load_image_file
+
+    digit = (np.add.outer(np.arange(8), np.arange(8)) * 16).clip(0, 255).astype(np.uint8)
+    Image.fromarray(digit, mode="L").save(tmp_path / "input.png")
+    open_tab(browser, "Inpaint")
+    set_value(browser, "seed", 77)
+    set_value(browser, "steps", 5)
+    editor = browser.find_element(By.ID, "inpaint-editor")
+    editor.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(tmp_path / "input.png"))
+    canvas = WebDriverWait(browser, WAIT).until(lambda d: editor.find_elements(By.CSS_SELECTOR, "canvas"))[0]
+    time.sleep(1)  # the editor fits the image to the canvas after the upload
+    paint_left_half(browser, canvas)
+    browser.save_screenshot(str(screenshots / "ui_inpaint.png"))
+    browser.find_element(By.ID, "inpaint-run").click()
+    (result_url,) = wait_for_images(browser, "inpaint-result")
+    (mask_url,) = wait_for_images(browser, "inpaint-mask")
+    result, _ = download(result_url)
+    mask = download(mask_url)[0] > 127
+    assert mask[:, :2].all() and not mask[:, 6:].any(), (
+        f"the painted left part is the mask:\n{mask.astype(int)}"
+    )
+
+    x = load_image_file(tmp_path / "input.png", 1, 8)[None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    out = pipe.inpaint(x, m, steps=5, sampler="dpmpp_2m", seed=77)
+    expected = ((m * out + (1 - m) * x)[0, 0] + 1) * 127.5
+    assert np.array_equal(result[~mask], digit[~mask]), "the unpainted pixels are the input's"
+    assert np.array_equal(result, expected.round().numpy().astype(np.uint8)), "painted ones: pipe.inpaint"
+    assert not np.array_equal(result[mask], digit[mask]), "the painted region was regenerated"
+
+
+def paint_left_half(driver, canvas) -> None:
+    """Brush strokes over the left half of the 8×8 image, which the editor shows centred and zoomed."""
+    zoom = int(driver.find_element(By.CSS_SELECTOR, "#inpaint-editor .zoom-number span").text.rstrip("%"))
+    side = 8 * zoom / 100  # screen pixels of the image
+    chain = ActionChains(driver)
+    for column in (0.5, 1.5, 2.5, 3.4):
+        x = int(-side / 2 + column * side / 8)
+        chain.move_to_element_with_offset(canvas, x, int(-side / 2 - 5)).click_and_hold()
+        chain.move_by_offset(0, int(side / 2)).move_by_offset(0, int(side / 2 + 10)).release()
+    chain.perform()
+
+
+def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(browser, server):
+    open_tab(browser, "Generate")
+    choose(browser, "class", "(none)")
+    set_value(browser, "guidance", 1)
+    set_value(browser, "seed", 3)
+    set_value(browser, "steps", 1000)
+    before = set(image_urls(browser, "gallery"))
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, WAIT).until(lambda d: image_urls(d, "preview"))  # sampling is under way
+    started = time.monotonic()
+    browser.find_element(By.ID, "cancel").click()
+    status = wait_for_text(browser, "cancelled after step", timeout=30)
+    stopped_after = time.monotonic() - started
+    step = int(status.split("cancelled after step ")[1].split()[0])
+    assert 0 < step < 1000 and stopped_after < 30, (status, stopped_after)
+    close_toasts(browser)
+
+    set_value(browser, "steps", 2)
+    browser.find_element(By.ID, "generate").click()
+    assert wait_for_images(browser, "gallery", before), "the next request is served"
