@@ -238,6 +238,9 @@ class Page:
             gr.update(visible=text),
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
+            gr.update(
+                canvas_size=(info.image_size, info.image_size), brush=_brush(gr, info.image_size), value=None
+            ),
         )
 
 
@@ -261,6 +264,11 @@ def editor_image_and_mask(editor: Any):
         alpha = np.asarray(layer.convert("RGBA").getchannel("A"))
         mask = Image.fromarray(np.maximum(np.asarray(mask), alpha))
     return background.convert("RGBA") if background.mode == "P" else background, mask
+
+
+def _brush(gr, image_size: int):
+    """A brush whose radius is 1/16 of the model's image side (at least one pixel)."""
+    return gr.Brush(colors=["#ff3030"], color_mode="fixed", default_size=max(1, image_size // 16))
 
 
 def build_page(studio: Studio):
@@ -351,13 +359,18 @@ def build_page(studio: Studio):
                         )
                         img2img_run = gr.Button("Run img2img", variant="primary", elem_id="img2img-run")
                     with gr.Tab("Inpaint", id="inpaint-tab"):
+                        # the canvas is the model's grid: an upload is fitted into it, so the mask is painted
+                        # on the pixels the model sees, and the brush is sized to that grid
                         editor = gr.ImageEditor(
                             type="pil",
                             sources=["upload"],
                             label="Upload an image, paint the region to regenerate",
-                            brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
+                            brush=_brush(gr, first.image_size),
                             transforms=(),
                             layers=False,
+                            canvas_size=(first.image_size, first.image_size),
+                            fixed_canvas=True,
+                            format="png",
                             elem_id="inpaint-editor",
                         )
                         keep_unmasked = gr.Checkbox(

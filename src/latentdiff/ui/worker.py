@@ -21,6 +21,7 @@ from PIL import Image
 
 from latentdiff.data.image_convert import resize_center_crop, to_channels
 from latentdiff.data.image_folder import load_image_file
+from latentdiff.diffusion.guidance import check_guidance_scale
 from latentdiff.io.generation_params import GenerationParams, save_png_with_params
 from latentdiff.io.images import make_grid, to_pil, to_uint8
 from latentdiff.pipeline import LatentDiffusionPipeline
@@ -28,7 +29,7 @@ from latentdiff.ui.reproduce import condition_kwargs, generate_image, is_text_co
 
 log = logging.getLogger(__name__)
 
-MAX_STEPS = 1000  # sampler steps the page accepts: more is a typo, not a wish
+MAX_STEPS = 500  # sampler steps the page accepts: more is a typo, not a wish (and T - 1 caps DDIM)
 MAX_IMAGES = 16  # images per click: each is one sampling, one at a time
 MAX_FRAMES = 16  # images in an interpolation strip
 SAMPLERS = ("dpmpp_2m", "ddim", "ddpm", "euler", "heun")
@@ -149,6 +150,7 @@ class Studio:
             raise ValueError(f"unknown sampler {params.sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
         if not 0 <= params.seed < 2**63:
             raise ValueError(f"seed must be a whole number from 0 to 2^63 - 1, got {params.seed}")
+        check_guidance_scale(params.guidance, "guidance", negative="a negative class")
         if params.strength is not None and not 0.0 <= params.strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {params.strength}")
         condition_kwargs(pipe, params)  # prompt present where needed, no class for an unconditional run
