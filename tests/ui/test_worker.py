@@ -63,7 +63,7 @@ def test_cancel_stops_after_the_step_in_progress_and_previews_show_x0(studio):
     ],
 )
 def test_bad_settings_are_refused_with_a_message_before_sampling(studio, change, message):
-    params = GenerationParams(run=next(iter(studio.infos)), steps=2, **change)
+    params = GenerationParams(**{"run": next(iter(studio.infos)), "steps": 2, **change})
     with pytest.raises(ValueError, match=message):
         studio.generate(params, 1, threading.Event())
 
@@ -76,3 +76,21 @@ def test_a_mask_of_another_size_than_the_image_is_refused(studio):
     painted.paste((255, 0, 0, 255), (0, 0, 8, 16))  # the left half, painted on a 16 px upload
     mask = studio.mask_from_layer(name, painted, (16, 16))
     assert mask.shape == (1, 1, 8, 8) and mask[..., :4].all() and not mask[..., 4:].any()
+
+
+def test_inpaint_keeps_the_unpainted_pixels_and_regenerates_the_rest_as_the_pipeline_does(studio, tiny_run):
+    import torch
+
+    name = next(iter(studio.infos))
+    pipe = LatentDiffusionPipeline.from_pretrained(tiny_run, device=TEST_DEVICE)
+    digit = (np.add.outer(np.arange(8), np.arange(8)) * 16).clip(0, 255).astype(np.uint8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4] = 1
+    path, _ = studio.inpaint(GenerationParams(run=name, seed=77, steps=4), Image.fromarray(digit), mask)
+    result = np.asarray(Image.open(path))
+    x = studio.load_input(name, Image.fromarray(digit))  # the uploaded image as the model's input
+    assert np.array_equal(((x[0, 0] + 1) * 127.5).round().numpy(), digit)
+    regenerated = pipe.inpaint(x, mask, steps=4, sampler="dpmpp_2m", seed=77, output_type="np")[0, ..., 0]
+    assert np.array_equal(result[:, 4:], digit[:, 4:]), "unpainted pixels are the input's, exactly"
+    assert np.array_equal(result[:, :4], regenerated[:, :4]), "painted ones are pipe.inpaint's"
+    assert read_generation_params(path).mode == "inpaint"

@@ -29,6 +29,7 @@ RANDOM_SEED = -1  # the seed box's value for "draw a fresh seed"
 CSS = """
 #gallery img, #preview img, #img2img-result img, #inpaint-result img, #inpaint-mask img, #interp-result img
   { image-rendering: pixelated; }
+#preview img { width: 100%; height: 100%; object-fit: contain; }
 """
 
 
@@ -367,7 +368,6 @@ def build_page(studio: Studio):
                             label="Upload an image, paint the region to regenerate",
                             brush=_brush(gr, first.image_size),
                             transforms=(),
-                            layers=False,
                             canvas_size=(first.image_size, first.image_size),
                             fixed_canvas=True,
                             format="png",
@@ -423,10 +423,10 @@ def build_page(studio: Studio):
         random_seed.click(lambda: RANDOM_SEED, None, seed, queue=False)
         reuse_seed.click(lambda last: RANDOM_SEED if last is None else last, last_seed, seed, queue=False)
         load_png.upload(
-            lambda f: page.load_settings(gr, f),
-            load_png,
-            [*settings, strength, seed_b, settings_status],
-        )
+            lambda f: page.load_settings(gr, f), load_png, [*settings, strength, seed_b, settings_status]
+        ).then(
+            lambda: None, None, load_png, queue=False
+        )  # empty again (also after an error) for the next PNG
         img2img_run.click(
             lambda *v: page.img2img(gr, list(v[:-2]), v[-2], v[-1]),
             [*settings, img2img_input, strength],
