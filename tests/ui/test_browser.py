@@ -70,6 +70,14 @@ def browser(server):
     driver.quit()
 
 
+@pytest.fixture
+def page(browser, server):
+    """The browser on a freshly loaded page: no test sees another's values or error marks."""
+    browser.get(server.url)
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
+    return browser
+
+
 @pytest.fixture(scope="module")
 def pipe(tiny_run):
     p = LatentDiffusionPipeline.from_pretrained(tiny_run, device=TEST_DEVICE)
@@ -157,15 +165,15 @@ def close_toasts(driver) -> None:
 
 # ------------------------------------------------------------------------------------------ tests
 def test_generate_shows_the_pipelines_image_and_its_png_restores_the_settings(
-    browser, pipe, tmp_path, screenshots
+    page, pipe, tmp_path, screenshots
 ):
-    open_tab(browser, "Generate")
-    choose(browser, "class", "3")
-    set_value(browser, "seed", 1234)
-    set_value(browser, "steps", 6)
-    set_value(browser, "guidance", 2)
-    browser.find_element(By.ID, "generate").click()
-    (url,) = wait_for_images(browser, "gallery")
+    open_tab(page, "Generate")
+    choose(page, "class", "3")
+    set_value(page, "seed", 1234)
+    set_value(page, "steps", 6)
+    set_value(page, "guidance", 2)
+    page.find_element(By.ID, "generate").click()
+    (url,) = wait_for_images(page, "gallery")
     shown, data = download(url)
     expected = pipe(
         num_images=1,
@@ -177,56 +185,56 @@ def test_generate_shows_the_pipelines_image_and_its_png_restores_the_settings(
         output_type="np",
     )[0, ..., 0]
     assert shown.dtype == np.uint8 and np.array_equal(shown, expected), "the page shows pipe(...)'s image"
-    wait_for_text(browser, "seed 1234, 6 steps")
-    browser.save_screenshot(str(screenshots / "ui_generate.png"))
+    wait_for_text(page, "seed 1234, 6 steps")
+    page.save_screenshot(str(screenshots / "ui_generate.png"))
 
     # the PNG carries its settings; dropped on the page, they come back
     saved = tmp_path / "from_the_page.png"
     saved.write_bytes(data)
     params = read_generation_params(saved)
     assert (params.class_label, params.seed, params.steps, params.guidance) == ("3", 1234, 6, 2.0)
-    choose(browser, "class", "7")
-    set_value(browser, "seed", 5)
-    set_value(browser, "steps", 20)
-    _in(browser, "load-png", "input[type=file]").send_keys(str(saved))
-    wait_for_text(browser, "settings of from_the_page.png restored")
-    assert _in(browser, "seed", "input[type=number]").get_attribute("value") == "1234"
-    assert _in(browser, "steps", "input[type=number]").get_attribute("value") == "6"
-    assert _in(browser, "class", "input[role=combobox]").get_attribute("value") == "3"
+    choose(page, "class", "7")
+    set_value(page, "seed", 5)
+    set_value(page, "steps", 20)
+    _in(page, "load-png", "input[type=file]").send_keys(str(saved))
+    wait_for_text(page, "settings of from_the_page.png restored")
+    assert _in(page, "seed", "input[type=number]").get_attribute("value") == "1234"
+    assert _in(page, "steps", "input[type=number]").get_attribute("value") == "6"
+    assert _in(page, "class", "input[role=combobox]").get_attribute("value") == "3"
 
 
-def test_a_broken_upload_gives_a_message_and_the_server_keeps_serving(browser, tmp_path):
+def test_a_broken_upload_gives_a_message_and_the_server_keeps_serving(page, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing an image decoder wants")
-    _in(browser, "load-png", "input[type=file]").send_keys(str(broken))
-    message = wait_for_text(browser, "cannot read broken.png")
-    assert "not a readable image" in message and "Traceback" not in browser.page_source
-    close_toasts(browser)
+    _in(page, "load-png", "input[type=file]").send_keys(str(broken))
+    message = wait_for_text(page, "cannot read broken.png")
+    assert "not a readable image" in message and "Traceback" not in page.page_source
+    close_toasts(page)
 
 
 @pytest.mark.xfail(
     reason="open: Selenium's pointer strokes move the ImageEditor's brush cursor but paint nothing on its "
     "canvas (gradio 6.31, layers=False), so the page reports an empty mask; the mask, inpainting and "
-    "paste-back are tested without a browser in test_worker.py",
+    "paste-back are tested without a page in test_worker.py",
     strict=False,
 )
-def test_inpainting_regenerates_the_painted_region_and_keeps_the_rest(browser, pipe, tmp_path, screenshots):
+def test_inpainting_regenerates_the_painted_region_and_keeps_the_rest(page, pipe, tmp_path, screenshots):
     from latentdiff.data.image_folder import load_image_file
 
     digit = (np.add.outer(np.arange(8), np.arange(8)) * 4).astype(np.uint8)  # dark: `image_box` finds it
     Image.fromarray(digit, mode="L").save(tmp_path / "input.png")
-    open_tab(browser, "Inpaint")
-    set_value(browser, "seed", 77)
-    set_value(browser, "steps", 5)
-    editor = browser.find_element(By.ID, "inpaint-editor")
+    open_tab(page, "Inpaint")
+    set_value(page, "seed", 77)
+    set_value(page, "steps", 5)
+    editor = page.find_element(By.ID, "inpaint-editor")
     editor.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(tmp_path / "input.png"))
-    canvas = WebDriverWait(browser, WAIT).until(lambda d: editor.find_elements(By.CSS_SELECTOR, "canvas"))[0]
-    box = WebDriverWait(browser, WAIT).until(lambda d: image_box(d, canvas))  # the upload is drawn
-    paint_left_half(browser, canvas, box)
-    browser.save_screenshot(str(screenshots / "ui_inpaint.png"))
-    browser.find_element(By.ID, "inpaint-run").click()
-    (result_url,) = wait_for_images(browser, "inpaint-result")
-    (mask_url,) = wait_for_images(browser, "inpaint-mask")
+    canvas = WebDriverWait(page, WAIT).until(lambda d: editor.find_elements(By.CSS_SELECTOR, "canvas"))[0]
+    box = WebDriverWait(page, WAIT).until(lambda d: image_box(d, canvas))  # the upload is drawn
+    paint_left_half(page, canvas, box)
+    page.save_screenshot(str(screenshots / "ui_inpaint.png"))
+    page.find_element(By.ID, "inpaint-run").click()
+    (result_url,) = wait_for_images(page, "inpaint-result")
+    (mask_url,) = wait_for_images(page, "inpaint-mask")
     result, _ = download(result_url)
     mask = download(mask_url)[0] > 127
     assert mask[:, :2].all() and not mask[:, 6:].any(), (
@@ -272,23 +280,32 @@ def paint_left_half(driver, canvas, box) -> None:
         chain.release().perform()
 
 
-def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(browser, server):
-    open_tab(browser, "Generate")
-    choose(browser, "class", "(none)")
-    set_value(browser, "guidance", 1)
-    set_value(browser, "seed", 3)
-    set_value(browser, "steps", 500)
-    before = set(image_urls(browser, "gallery"))
-    browser.find_element(By.ID, "generate").click()
-    WebDriverWait(browser, WAIT).until(lambda d: image_urls(d, "preview"))  # sampling is under way
+def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(page, server):
+    open_tab(page, "Generate")
+    choose(page, "class", "(none)")
+    set_value(page, "guidance", 1)
+    set_value(page, "seed", 3)
+    set_value(page, "steps", 500)
+    before = set(image_urls(page, "gallery"))
+    page.find_element(By.ID, "generate").click()
+    WebDriverWait(page, WAIT).until(lambda d: image_urls(d, "preview"))  # sampling is under way
     started = time.monotonic()
-    browser.find_element(By.ID, "cancel").click()
-    status = wait_for_text(browser, "cancelled after step", timeout=30)
+    page.find_element(By.ID, "cancel").click()
+    status = wait_for_text(page, "cancelled after step", timeout=30)
     stopped_after = time.monotonic() - started
     step = int(status.split("cancelled after step ")[1].split()[0])
     assert 0 < step < 500 and stopped_after < 30, (status, stopped_after)
-    close_toasts(browser)
+    close_toasts(page)
 
-    set_value(browser, "steps", 2)
-    browser.find_element(By.ID, "generate").click()
-    assert wait_for_images(browser, "gallery", before), "the next request is served"
+    set_value(page, "steps", 2)
+    page.find_element(By.ID, "generate").click()
+    assert wait_for_images(page, "gallery", before), "the next request is served"
+
+
+def test_the_server_serves_no_file_outside_its_output_folder(server, tiny_run):
+    import urllib.error
+
+    for path in (tiny_run / "unet" / "config.json", Path("/etc/passwd")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.url}gradio_api/file={path}", timeout=WAIT)
+        assert refused.value.code == 403, path
