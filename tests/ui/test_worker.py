@@ -94,3 +94,65 @@ def test_inpaint_keeps_the_unpainted_pixels_and_regenerates_the_rest_as_the_pipe
     assert np.array_equal(result[:, 4:], digit[:, 4:]), "unpainted pixels are the input's, exactly"
     assert np.array_equal(result[:, :4], regenerated[:, :4]), "painted ones are pipe.inpaint's"
     assert read_generation_params(path).mode == "inpaint"
+
+
+def test_a_text_run_takes_prompt_and_negative_prompt_and_refuses_an_empty_prompt(tiny_text_run, tmp_path):
+    studio = Studio([tiny_text_run], tmp_path / "out", device=TEST_DEVICE)
+    name = next(iter(studio.infos))
+    assert studio.infos[name].conditioning == "text"
+    params = GenerationParams(
+        run=name, prompt="a square on the left", negative_prompt="right", seed=9, steps=2, guidance=2.5
+    )
+    (path,) = studio.generate(params, 1, threading.Event())
+    pipe = studio.pipe(name)
+    expected = pipe(
+        num_images=1, steps=2, guidance_scale=2.5, seed=9, prompt="a square on the left",
+        negative_prompt="right", output_type="np",
+    )[0, ..., 0]  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(path)), expected)
+    saved = read_generation_params(path)
+    assert (saved.prompt, saved.negative_prompt, saved.class_label) == ("a square on the left", "right", None)
+    with pytest.raises(ValueError, match="text-conditioned: type a prompt"):
+        studio.generate(GenerationParams(run=name, prompt="  ", steps=2), 1, threading.Event())
+    with pytest.raises(ValueError, match="unknown class|takes no class|unconditional"):
+        studio.generate(GenerationParams(run=name, prompt="x", class_label="3"), 1, threading.Event())
+
+
+def test_image_size_other_than_the_trained_one_is_pipe_with_height_and_width(studio, tiny_run):
+    name = next(iter(studio.infos))
+    assert studio.infos[name].sizes == [8, 12, 16], "1x, 1.5x and 2x the trained 8 px (multiples of 4)"
+    params = GenerationParams(run=name, class_label="2", seed=4, steps=2, height=16, width=16)
+    (path,) = studio.generate(params, 1, threading.Event())
+    expected = studio.pipe(name)(
+        num_images=1, steps=2, class_labels=2, seed=4, height=16, width=16, output_type="np"
+    )[0, ..., 0]
+    assert np.array_equal(np.asarray(Image.open(path)), expected)
+    assert (read_generation_params(path).height, read_generation_params(path).width) == (16, 16)
+    with pytest.raises(ValueError, match=r"height=10 px: .*multiples of 4 px"):
+        studio.generate(GenerationParams(run=name, steps=2, height=10, width=10), 1, threading.Event())
+    strip = np.asarray(Image.open(studio.interpolate(params, seed_b=5, frames=2)))
+    assert strip.shape[0] == 16 + 2, "a strip of 16 px images (1 px padding)"
+
+
+def test_interpolating_between_prompts_is_pipe_interpolate_prompts_or_says_it_is_missing(
+    tiny_text_run, tmp_path
+):
+    studio = Studio([tiny_text_run], tmp_path / "out", device=TEST_DEVICE)
+    name = next(iter(studio.infos))
+    params = GenerationParams(run=name, prompt="a square on the left", seed=3, steps=2)
+    pipe = studio.pipe(name)
+    if not hasattr(pipe, "interpolate_prompts"):
+        with pytest.raises(ValueError, match="no prompt interpolation yet"):
+            studio.interpolate_prompts(params, "a square on the right", 3)
+        return
+    path = studio.interpolate_prompts(params, "a square on the right", 3)
+    expected = pipe.interpolate_prompts(
+        "a square on the left", "a square on the right", n=3, seed=3, steps=2, output_type="pt"
+    )
+    from latentdiff.io.images import make_grid, to_uint8
+
+    grid = to_uint8(make_grid(expected, nrow=3, padding=1)[None])[0, ..., 0]
+    assert np.array_equal(np.asarray(Image.open(path)), grid)
+    assert read_generation_params(path).prompt_b == "a square on the right"
+    with pytest.raises(ValueError, match="type prompt B"):
+        studio.interpolate_prompts(params, "", 3)

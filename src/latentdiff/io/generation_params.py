@@ -39,8 +39,11 @@ class GenerationParams:
     steps: int = 20
     sampler: str = "dpmpp_2m"
     guidance: float = 1.0
+    height: int | None = None  # image size in pixels; None: the size the run was trained at
+    width: int | None = None
     strength: float | None = None  # img2img: how far the input was noised
-    seed_b: int | None = None  # interpolate: the other end of the walk
+    seed_b: int | None = None  # interpolate between seeds: the other end of the walk
+    prompt_b: str | None = None  # interpolate between prompts (at `seed`): the other end of the walk
     frames: int | None = None  # interpolate: images in the strip, both ends included
     version: str = __version__  # latentdiff version that wrote the image
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 NO_CLASS = "(none)"  # the class dropdowns' entry for "no class": unconditional / the learned null
 RANDOM_SEED = -1  # the seed box's value for "draw a fresh seed"
+SEEDS, PROMPTS = "two seeds", "two prompts"  # what the Interpolate tab walks between
 
 # tiny images (8–64 px) are drawn with hard pixel edges instead of the browser's blur
 CSS = """
@@ -70,7 +71,7 @@ class Page:
             return self._cancel[session]
 
     def params(
-        self, run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance
+        self, run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size
     ) -> GenerationParams:
         """The settings column as a `GenerationParams` (seed -1 drawn here); bad values give ValueError."""
         info = self.studio.infos[self.studio.name_of(run)]
@@ -78,8 +79,11 @@ class Page:
         try:
             seed = int(seed if seed is not None else RANDOM_SEED)
             steps, guidance = int(steps), float(guidance)
+            side = None if size in (None, "", info.image_size) else int(size)  # None: the trained size
         except (TypeError, ValueError):
-            raise ValueError(f"seed and steps must be whole numbers, got {seed!r} and {steps!r}") from None
+            raise ValueError(
+                f"seed, steps and size must be whole numbers, got {seed!r}, {steps!r} and {size!r}"
+            ) from None
         return GenerationParams(
             run=run,
             prompt=(prompt or "") if text else None,
@@ -90,6 +94,8 @@ class Page:
             steps=steps,
             sampler=str(sampler),
             guidance=guidance,
+            height=side,
+            width=side,
         )
 
     # --------------------------------------------------------------------------------- handlers
@@ -167,7 +173,7 @@ class Page:
     def load_settings(self, gr, file) -> tuple:
         """A PNG's parameters back into the settings column (and the edit tabs' own values)."""
         if file is None:
-            return (gr.skip(),) * 12
+            return (gr.skip(),) * 14
         path = Path(file if isinstance(file, str) else file.name)
         try:
             params = read_generation_params(path)
@@ -178,6 +184,7 @@ class Page:
         except ValueError:
             gr.Warning(f"{path.name} was made with the run {params.run}, which this server does not serve")
             run = gr.skip()
+        size = (params.height or self.studio.infos[run].image_size) if isinstance(run, str) else gr.skip()
         message = f"settings of {path.name} restored ({params.mode}, latentdiff {params.version})"
         return (
             run,
@@ -189,8 +196,10 @@ class Page:
             params.steps,
             params.sampler,
             params.guidance,
+            size,
             params.strength if params.strength is not None else gr.skip(),
             params.seed_b if params.seed_b is not None else gr.skip(),
+            params.prompt_b if params.prompt_b is not None else gr.skip(),
             message,
         )
 
@@ -220,10 +229,13 @@ class Page:
         Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8), mode="L").save(mask_png)
         return str(path), str(mask_png), f"saved {path.name}"
 
-    def interpolate(self, gr, settings: list[Any], seed_b, frames) -> tuple:
+    def interpolate(self, gr, settings: list[Any], between, seed_b, prompt_b, frames) -> tuple:
         try:
             params = self.params(*settings)
-            path = self.studio.interpolate(params, int(seed_b), int(frames))
+            if between == PROMPTS:
+                path = self.studio.interpolate_prompts(params, str(prompt_b or ""), int(frames))
+            else:
+                path = self.studio.interpolate(params, int(seed_b), int(frames))
         except Exception as e:
             raise page_error(gr, e) from None
         return str(path), f"saved {path.name}"
@@ -239,6 +251,9 @@ class Page:
             gr.update(visible=text),
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
+            gr.update(choices=_size_choices(info), value=info.image_size),
+            gr.update(visible=text, value=SEEDS),
+            gr.update(visible=text),
             gr.update(
                 canvas_size=(info.image_size, info.image_size), brush=_brush(gr, info.image_size), value=None
             ),
@@ -265,6 +280,11 @@ def editor_image_and_mask(editor: Any):
         alpha = np.asarray(layer.convert("RGBA").getchannel("A"))
         mask = Image.fromarray(np.maximum(np.asarray(mask), alpha))
     return background.convert("RGBA") if background.mode == "P" else background, mask
+
+
+def _size_choices(info) -> list[tuple[str, int]]:
+    """The image sizes offered for a run: (label, side in pixels), the trained size first."""
+    return [(f"{s}×{s} px" + (" (trained)" if s == info.image_size else ""), s) for s in info.sizes]
 
 
 def _brush(gr, image_size: int):
@@ -308,6 +328,12 @@ def build_page(studio: Studio):
                 sampler = gr.Dropdown(list(SAMPLERS), value="dpmpp_2m", label="Sampler", elem_id="sampler")
                 guidance = gr.Slider(
                     0, 10, value=1, step=0.1, label="Guidance scale (1 = off)", elem_id="guidance"
+                )
+                size = gr.Dropdown(
+                    _size_choices(first),
+                    value=first.image_size,
+                    label="Image size (Generate and Interpolate; edits keep the input's)",
+                    elem_id="size",
                 )
                 load_png = gr.File(
                     label="Drop a PNG made here to restore its settings",
@@ -389,6 +415,14 @@ def build_page(studio: Studio):
                                 elem_id="inpaint-mask",
                             )
                     with gr.Tab("Interpolate", id="interp-tab"):
+                        between = gr.Radio(
+                            [SEEDS, PROMPTS],
+                            value=SEEDS,
+                            label="Between (two prompts: prompt A is the prompt above, at its seed)",
+                            visible=text,
+                            elem_id="interp-between",
+                        )
+                        prompt_b = gr.Textbox(label="Prompt B", visible=text, elem_id="interp-prompt-b")
                         with gr.Row():
                             seed_b = gr.Number(
                                 1,
@@ -404,15 +438,17 @@ def build_page(studio: Studio):
                         interp_result = gr.Image(label="Strip", interactive=False, elem_id="interp-result")
                 edit_status = gr.Markdown(elem_id="edit-status")
         last_seed = gr.State(None)
-        settings = [run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance]
+        settings = [
+            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size
+        ]  # fmt: skip
 
         # explicit parameters: Gradio passes gr.Request and gr.Progress by the hints of named parameters
         def on_generate(
-            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, count,
-            request: gr.Request, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size,
+            count, request: gr.Request, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
         ):  # fmt: skip
             settings = [run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler]
-            yield from page.generate(gr, [*settings, guidance], count, request, progress)
+            yield from page.generate(gr, [*settings, guidance, size], count, request, progress)
 
         def on_cancel(request: gr.Request):
             return page.cancel(request)
@@ -423,7 +459,9 @@ def build_page(studio: Studio):
         random_seed.click(lambda: RANDOM_SEED, None, seed, queue=False)
         reuse_seed.click(lambda last: RANDOM_SEED if last is None else last, last_seed, seed, queue=False)
         load_png.upload(
-            lambda f: page.load_settings(gr, f), load_png, [*settings, strength, seed_b, settings_status]
+            lambda f: page.load_settings(gr, f),
+            load_png,
+            [*settings, strength, seed_b, prompt_b, settings_status],
         ).then(
             lambda: None, None, load_png, queue=False
         )  # empty again (also after an error) for the next PNG
@@ -440,14 +478,14 @@ def build_page(studio: Studio):
             **sampling,
         )
         interp_run.click(
-            lambda *v: page.interpolate(gr, list(v[:-2]), v[-2], v[-1]),
-            [*settings, seed_b, frames],
+            lambda *v: page.interpolate(gr, list(v[:-4]), *v[-4:]),
+            [*settings, between, seed_b, prompt_b, frames],
             [interp_result, edit_status],
             **sampling,
         )
         run.change(
             lambda r: page.run_changed(gr, r),
             run,
-            [run_info, prompt, negative_prompt, class_label, negative_class],
+            [run_info, prompt, negative_prompt, class_label, negative_class, size, between, prompt_b, editor],
         )
     return demo

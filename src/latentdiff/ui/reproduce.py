@@ -41,6 +41,7 @@ def generate_image(pipe: Any, params: GenerationParams, callback: Any = None) ->
     if params.mode != "generate":
         raise ValueError(f"these settings are of a {params.mode!r} image, not a generated one")
     opts = {"callback": callback} if callback is not None else {}
+    opts.update({k: v for k, v in (("height", params.height), ("width", params.width)) if v is not None})
     return pipe(
         num_images=1,
         steps=params.steps,

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 500  # sampler steps the page accepts: more is a typo, not a wish (and T - 1 caps DDIM)
 MAX_IMAGES = 16  # images per click: each is one sampling, one at a time
 MAX_FRAMES = 16  # images in an interpolation strip
+SIZE_FACTORS = (1.0, 1.5, 2.0)  # image sides offered, times the trained one (those the backbone takes)
 SAMPLERS = ("dpmpp_2m", "ddim", "ddpm", "euler", "heun")
 
 
@@ -54,6 +55,7 @@ class RunInfo:
     class_names: list[str]
     image_size: int
     channels: int
+    sizes: list[int] = field(default_factory=list)  # image sides the page offers, the trained one first
 
     def describe(self) -> str:
         cond = {
@@ -123,9 +125,11 @@ class Studio:
             ae = pipe.autoencoder
             conditioning = "text" if is_text_conditioned(pipe) else "class" if pipe.num_classes else "none"
             names = list(pipe.class_names) or [str(i) for i in range(pipe.num_classes)]
-            size = pipe.backbone.config.sample_size * ae.downsample_factor
+            size, multiple = pipe.image_size, pipe.size_multiple
+            sizes = [s for f in SIZE_FACTORS if (s := round(size * f)) % multiple == 0]
             self.pipes[name] = pipe
-            self.infos[name] = RunInfo(name, Path(path), conditioning, names, size, ae.config.in_channels)
+            channels = ae.config.in_channels
+            self.infos[name] = RunInfo(name, Path(path), conditioning, names, size, channels, sizes)
 
     # ------------------------------------------------------------------------------- checks
     def name_of(self, run: str) -> str:
@@ -154,6 +158,7 @@ class Studio:
         if params.strength is not None and not 0.0 <= params.strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {params.strength}")
         condition_kwargs(pipe, params)  # prompt present where needed, no class for an unconditional run
+        pipe.latent_size(params.height, params.width)  # a size the backbone takes
         info = self.infos[self.name_of(params.run)]
         names = info.class_names
         out = replace(params, run=str(info.path.resolve()))  # the folder: what `sample --from-png` loads
@@ -219,7 +224,7 @@ class Studio:
         return torch.from_numpy(arr / 127.5 - 1.0)[None]
 
     def img2img(self, params: GenerationParams, image: Image.Image | str | Path) -> Path:
-        params = self.check(replace(params, mode="img2img"))
+        params = self.check(replace(params, mode="img2img", height=None, width=None))  # the input's size
         if params.strength is None:
             raise ValueError("img2img needs a strength between 0 and 1")
         x = self.load_input(params.run, image)
@@ -253,7 +258,7 @@ class Studio:
         """Regenerate where `mask` is 1. With `keep_unmasked` the input's own pixels are pasted back where
         it is 0: the decoder alone would give its reconstruction there, which is close but not equal.
         Returns the saved PNG and the result (1, C, S, S)."""
-        params = self.check(replace(params, mode="inpaint"))
+        params = self.check(replace(params, mode="inpaint", height=None, width=None))  # the input's size
         if mask.sum() == 0:
             raise ValueError("the mask is empty: paint over the part of the image to regenerate")
         x = self.load_input(params.run, image)
@@ -288,6 +293,40 @@ class Studio:
             steps=params.steps,
             sampler=params.sampler,
             guidance_scale=params.guidance,
+            height=params.height,
+            width=params.width,
             **kwargs,
+        )
+        return self.save(make_grid(images, nrow=frames, padding=1), params)
+
+    def interpolate_prompts(self, params: GenerationParams, prompt_b: str, frames: int) -> Path:
+        """A strip of `frames` images from `params.prompt` to `prompt_b` at one seed's noise (the encoded
+        prompts interpolated: `pipe.interpolate_prompts`), saved as one PNG."""
+        params = self.check(replace(params, mode="interpolate", prompt_b=prompt_b, frames=frames))
+        if not is_text_conditioned(self.pipe(params.run)):
+            raise ValueError("interpolating between prompts needs a text-conditioned run")
+        if not (prompt_b or "").strip():
+            raise ValueError("type prompt B, the other end of the walk (prompt A is the prompt above)")
+        if not 2 <= frames <= MAX_FRAMES:
+            raise ValueError(f"an interpolation strip has 2 to {MAX_FRAMES} images, got {frames}")
+        if params.height is not None or params.width is not None:
+            raise ValueError("interpolation between prompts makes images at the run's trained size only")
+        pipe = self.pipe(params.run)
+        walk = getattr(pipe, "interpolate_prompts", None)
+        if walk is None:  # the pipeline gains it with prompt interpolation (issue 16's strip of two prompts)
+            raise ValueError(
+                "this latentdiff has no prompt interpolation yet (LatentDiffusionPipeline."
+                "interpolate_prompts is missing): interpolate between two seeds instead"
+            )
+        images = walk(
+            params.prompt,
+            prompt_b,
+            n=frames,
+            seed=params.seed,
+            steps=params.steps,
+            sampler=params.sampler,
+            guidance_scale=params.guidance,
+            negative_prompt=params.negative_prompt,
+            output_type="pt",
         )
         return self.save(make_grid(images, nrow=frames, padding=1), params)
