@@ -30,7 +30,7 @@ SEEDS, PROMPTS = "two seeds", "two prompts"  # what the Interpolate tab walks be
 CSS = """
 #gallery img, #preview img, #img2img-result img, #inpaint-result img, #inpaint-mask img, #interp-result img
   { image-rendering: pixelated; }
-#preview img { width: 100%; height: 100%; object-fit: contain; }
+#preview img, #inpaint-result img, #inpaint-mask img { width: 100%; height: 100%; object-fit: contain; }
 """
 
 
@@ -223,11 +223,8 @@ class Page:
             path, _ = self.studio.inpaint(params, background, mask, keep_unmasked=bool(keep_unmasked))
         except Exception as e:
             raise page_error(gr, e) from None
-        mask_png = path.with_name(path.stem + "-mask.png")
-        from PIL import Image
-
-        Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8), mode="L").save(mask_png)
-        return str(path), str(mask_png), f"saved {path.name}"
+        mask_png = path.with_name(path.stem + "-mask.png")  # written beside the result by the studio
+        return str(path), str(mask_png), f"saved {path.name} (with its -input.png and -mask.png)"
 
     def interpolate(self, gr, settings: list[Any], between, seed_b, prompt_b, frames) -> tuple:
         try:
@@ -407,12 +404,13 @@ def build_page(studio: Studio):
                         inpaint_run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
                         with gr.Row():
                             inpaint_result = gr.Image(
-                                label="Result", interactive=False, elem_id="inpaint-result"
+                                label="Result", interactive=False, elem_id="inpaint-result", height=200
                             )
                             inpaint_mask = gr.Image(
                                 label="Mask used (white = regenerated)",
                                 interactive=False,
                                 elem_id="inpaint-mask",
+                                height=200,
                             )
                     with gr.Tab("Interpolate", id="interp-tab"):
                         between = gr.Radio(

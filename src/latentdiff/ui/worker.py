@@ -257,7 +257,8 @@ class Studio:
     ) -> tuple[Path, torch.Tensor]:
         """Regenerate where `mask` is 1. With `keep_unmasked` the input's own pixels are pasted back where
         it is 0: the decoder alone would give its reconstruction there, which is close but not equal.
-        Returns the saved PNG and the result (1, C, S, S)."""
+        Returns the saved PNG (`-input.png` and `-mask.png` beside it: what the model was given) and the
+        result (1, C, S, S)."""
         params = self.check(replace(params, mode="inpaint", height=None, width=None))  # the input's size
         if mask.sum() == 0:
             raise ValueError("the mask is empty: paint over the part of the image to regenerate")
@@ -274,7 +275,13 @@ class Studio:
         )
         if keep_unmasked:
             out = mask * out + (1 - mask) * x
-        return self.save(out[0], params), out
+        path = self.save(out[0], params)
+        # what the model was given, beside the result: the PNG's settings alone cannot make it again
+        to_pil(x[0]).save(path.with_name(f"{path.stem}-input.png"))
+        Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8), mode="L").save(
+            path.with_name(f"{path.stem}-mask.png")
+        )
+        return path, out
 
     def interpolate(self, params: GenerationParams, seed_b: int, frames: int) -> Path:
         """A strip of `frames` images from `params.seed` to `seed_b` (spherical interpolation of the
