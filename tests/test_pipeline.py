@@ -266,3 +266,19 @@ def test_rgb_images_for_a_greyscale_model_suggest_the_channels_flag(pipe):
     message = r"the images have 3 channel\(s\), but this autoencoder takes 1: .*\(--channels 1\)"
     with pytest.raises(ValueError, match=message):
         pipe.img2img(torch.zeros(1, 3, 8, 8), steps=2)
+
+
+def test_height_and_width_sample_other_sizes_than_the_trained_one(pipe):
+    """The tiny U-Net (f = 2 autoencoder, two levels) takes sides in multiples of 4 px; its trained 8 px
+    stays the default, and the same seed at 16 px draws a latent twice as wide."""
+    assert (pipe.image_size, pipe.size_multiple) == (8, 4)
+    default = pipe(num_images=1, steps=2, seed=3, output_type="pt")
+    assert torch.equal(pipe(num_images=1, steps=2, seed=3, height=8, width=8, output_type="pt"), default)
+    wide = pipe(num_images=2, steps=2, seed=3, height=12, width=16, output_type="pt")
+    assert wide.shape == (2, 1, 12, 16) and torch.isfinite(wide).all()
+    strip = pipe.interpolate(1, 2, n=2, steps=2, height=16, width=16)
+    assert strip.shape == (2, 1, 16, 16)
+    assert torch.equal(strip[:1], pipe(num_images=1, steps=2, seed=1, height=16, width=16, output_type="pt"))
+    for bad, message in ((10, r"height=10 px: .*multiples of 4 px \(trained at 8 px\)"), (0, ">= 1")):
+        with pytest.raises(ValueError, match=message):
+            pipe(num_images=1, steps=1, height=bad)

@@ -126,6 +126,35 @@ class LatentDiffusionPipeline:
         return c.in_channels, c.sample_size, c.sample_size
 
     @property
+    def image_size(self) -> int:
+        """The side in pixels of the images the backbone was trained on (its latent grid, decoded)."""
+        return self.backbone.config.sample_size * self.autoencoder.downsample_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides `height`/`width` may take: multiples of this many pixels (the autoencoder's factor
+        times the backbone's own multiple of latent cells)."""
+        return self.autoencoder.downsample_factor * self.backbone.config.size_multiple
+
+    def latent_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+        """The latent grid (h, w) of `height`×`width`-pixel images (each default: the trained size).
+        Both backbones take other sizes than the trained one (the U-Net is convolutional, the DiT spreads
+        its positions); a size that is not a positive multiple of `size_multiple` is refused."""
+        f, sizes = self.autoencoder.downsample_factor, {"height": height, "width": width}
+        for name, value in sizes.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a whole number of pixels >= 1, got {value!r}")
+            if value % self.size_multiple:
+                raise ValueError(
+                    f"{name}={value} px: this run makes images whose sides are multiples of "
+                    f"{self.size_multiple} px (trained at {self.image_size} px)"
+                )
+        side = self.backbone.config.sample_size
+        return (side if height is None else height // f), (side if width is None else width // f)
+
+    @property
     def backbone_name(self) -> str:
         """The registry name of the backbone (`unet`, `dit`), as stored in its config.json."""
         return self.backbone.config_dict()["backbone"]
@@ -175,12 +204,18 @@ class LatentDiffusionPipeline:
         return torch.tensor(labels, dtype=torch.long, device=self.device)
 
     def noise(
-        self, n: int, generator: torch.Generator, device: str | torch.device | None = None
+        self,
+        n: int,
+        generator: torch.Generator,
+        device: str | torch.device | None = None,
+        size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Initial latents drawn on the generator's device, moved to `device` (default: the pipeline's). A CPU
         generator (what `seed=` makes) gives the same latents, hence the same images, on every device; a
-        CUDA generator draws on the GPU, as in diffusers."""
-        z = torch.randn((n, *self.latent_shape), generator=generator, device=generator.device)
+        CUDA generator draws on the GPU, as in diffusers. `size`: the latent grid (default: the trained one,
+        see `latent_size`)."""
+        shape = self.latent_shape if size is None else (self.latent_shape[0], *size)
+        z = torch.randn((n, *shape), generator=generator, device=generator.device)
         return z.to(self.device if device is None else device)
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
@@ -296,13 +331,17 @@ class LatentDiffusionPipeline:
         batch_size: int = 64,
         prompt: Prompts = None,
         negative_prompt: Prompts = None,
+        height: int | None = None,
+        width: int | None = None,
         **sampler_opts: Any,
     ) -> Any:
-        """Sample `num_images` images. The initial noise of image i does not depend on `batch_size`."""
+        """Sample `num_images` images, `height`×`width` pixels (default: the trained size; see
+        `latent_size`). The initial noise of image i does not depend on `batch_size`."""
         images = list(
             self.generate_batches(
                 num_images, steps, sampler, guidance_scale, class_labels, negative_class_labels, seed,
-                generator, batch_size, prompt=prompt, negative_prompt=negative_prompt, **sampler_opts,
+                generator, batch_size, prompt=prompt, negative_prompt=negative_prompt, height=height,
+                width=width, **sampler_opts,
             )
         )  # fmt: skip
         return self._output(torch.cat(images), output_type)
@@ -321,6 +360,8 @@ class LatentDiffusionPipeline:
         batch_size: int = 64,
         prompt: Prompts = None,
         negative_prompt: Prompts = None,
+        height: int | None = None,
+        width: int | None = None,
         **sampler_opts: Any,
     ) -> Iterator[torch.Tensor]:
         """What `__call__` makes, one batch of `batch_size` images (float NCHW in [-1, 1], on the CPU) at a
@@ -330,9 +371,10 @@ class LatentDiffusionPipeline:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of images >= 1, got {batch_size!r}")
+        size = self.latent_size(height, width)
         g = self._generator(seed, generator)
         conds = self.conditions(class_labels, negative_class_labels, num_images, prompt, negative_prompt)
-        x_T = self.noise(num_images, g, device="cpu")  # on the CPU: one batch at a time goes to the device
+        x_T = self.noise(num_images, g, device="cpu", size=size)  # on the CPU: a batch at a time goes over
         batches = range(0, num_images, batch_size)
         for i in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress or len(batches) < 2):
             sl = slice(i, i + batch_size)
@@ -428,7 +470,7 @@ class LatentDiffusionPipeline:
             known_t = self.schedule.add_noise(z_known, noise, t)
             return m * info["x"] + (1 - m) * known_t
 
-        x_T = self.noise(len(images), g)
+        x_T = self.noise(len(images), g, size=tuple(z_known.shape[-2:]))  # the input's own size
         conds = self.conditions(class_labels, negative_class_labels, len(images), prompt, negative_prompt)
         z = self._denoise(x_T, steps, sampler, guidance_scale, conds, g, callback=blend)
         return self._output(self.decode(z), output_type)
@@ -447,19 +489,22 @@ class LatentDiffusionPipeline:
         output_type: OutputType = "pt",
         prompt: Prompts = None,
         negative_prompt: Prompts = None,
+        height: int | None = None,
+        width: int | None = None,
     ) -> Any:
         """`n` images along the great circle between the initial noise of `seed_a` and `seed_b`; the
-        endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws."""
+        endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws (at the same `height`/`width`)."""
         if n < 2:
             raise ValueError(f"interpolate needs n >= 2, got {n}")
-        a = self.noise(1, torch.Generator().manual_seed(seed_a))[0]
-        b = self.noise(1, torch.Generator().manual_seed(seed_b))[0]
+        size = self.latent_size(height, width)
+        a = self.noise(1, torch.Generator().manual_seed(seed_a), size=size)[0]
+        b = self.noise(1, torch.Generator().manual_seed(seed_b), size=size)[0]
         x_T = torch.stack([slerp(a, b, i / (n - 1)) for i in range(n)])
         conds = self.conditions(class_labels, negative_class_labels, n, prompt, negative_prompt)
         images = []
         for i in range(n):  # one at a time, with the generator state plain sampling would have
             g = torch.Generator().manual_seed(seed_a if i < n - 1 else seed_b)
-            self.noise(1, g)
+            self.noise(1, g, size=size)
             one = self._rows(conds, slice(i, i + 1))
             images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, one, g)))
         return self._output(torch.cat(images), output_type)

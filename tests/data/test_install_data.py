@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def fake_tools(tmp_path, real_sources) -> dict[str, str]:
     for name in ("fashion-mnist", "emoji"):
         if isinstance(real_sources[name], DatasetNotInstalled):
             pytest.skip(f"needs {name} installed system-wide ({real_sources[name].install_command})")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):  # else the script installs them too
+        pytest.skip(
+            "needs chromium and chromium-driver installed (sudo apt-get install chromium chromium-driver)"
+        )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in (("npm", FAKE_NPM), ("apt-get", FAKE_APT)):

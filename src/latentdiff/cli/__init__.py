@@ -8,7 +8,7 @@ import os
 import sys
 
 from latentdiff import __version__
-from latentdiff.cli import data, demo_command, evaluate, generate, train
+from latentdiff.cli import data, demo_command, evaluate, generate, serve_command, train
 from latentdiff.cli.options import setup_logging
 
 log = logging.getLogger("latentdiff")
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub, _Formatter)
     evaluate.register(sub, _Formatter)
     demo_command.register(sub, _Formatter)
+    serve_command.register(sub, _Formatter)
     return parser
 
 

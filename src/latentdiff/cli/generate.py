@@ -10,7 +10,8 @@ import torch
 EXAMPLES = {
     "sample": "latentdiff sample runs/demo --num-images 16 --class sneaker --guidance 2 --out out/sneakers\n"
     "  latentdiff sample runs/shapes --prompt 'a small red circle in the top left' --negative-prompt "
-    "'blue' --guidance 3 --out out/red",
+    "'blue' --guidance 3 --out out/red\n"
+    "  latentdiff sample --from-png saved_from_the_web_ui.png --out out/again",
     "img2img": "latentdiff img2img runs/demo --input photo.png --strength 0.6 --out out/edit",
     "inpaint": "latentdiff inpaint runs/demo --input photo.png --mask mask.png --out out/inpaint",
     "interpolate": "latentdiff interpolate runs/demo --seed-a 1 --seed-b 2 --n 8 --out out/walk\n"
@@ -23,8 +24,16 @@ EXAMPLES = {
 GRID_IMAGES = 64  # sample: the images shown in grid.png (all of them up to this many)
 
 
-def _sampling_flags(p: argparse.ArgumentParser, steps: int = 20, sampler: str = "dpmpp_2m") -> None:
-    p.add_argument("run", type=Path, help="run folder holding autoencoder/ and a backbone (unet/ or dit/)")
+def _sampling_flags(
+    p: argparse.ArgumentParser, steps: int = 20, sampler: str = "dpmpp_2m", run_optional: bool = False
+) -> None:
+    run_help = "run folder holding autoencoder/ and a backbone (unet/ or dit/)"
+    if run_optional:
+        p.add_argument(
+            "run", type=Path, nargs="?", help=f"{run_help}; with --from-png, the PNG's run by default"
+        )
+    else:
+        p.add_argument("run", type=Path, help=run_help)
     p.add_argument("--steps", type=int, default=steps, help="sampler steps (network evaluations for most)")
     p.add_argument("--sampler", default=sampler, help="ddpm | ddim | dpmpp_2m | euler | heun")
     p.add_argument(
@@ -72,10 +81,18 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
         )
 
     p = parser("sample", "generate images: noise z_T → reverse diffusion in latent space → decoder")
-    _sampling_flags(p)
+    _sampling_flags(p, run_optional=True)
     p.add_argument("--num-images", type=int, default=16, help="written to OUT as they are made")
     p.add_argument("--batch-size", type=int, default=64, help="images sampled (and written) together")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument(
+        "--from-png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="make again the image a PNG from the web UI (or from --from-png) was made as: its settings "
+        "(class or prompt, seed, steps, sampler, guidance) are read from the PNG's text metadata",
+    )
+    p.set_defaults(func=cmd_sample, parser_defaults={key: p.get_default(key) for key in _FROM_PNG_SETTINGS})
 
     p = parser("img2img", "edit images: encode, noise to a strength, denoise (SDEdit in latent space)")
     _sampling_flags(p)
@@ -187,6 +204,10 @@ def cmd_sample(args: argparse.Namespace) -> str:
     only the first `GRID_IMAGES` are held in memory (for grid.png)."""
     from latentdiff.io.images import save_grid
 
+    if args.from_png is not None:
+        return _sample_from_png(args)
+    if args.run is None:
+        raise ValueError("sample needs a run folder (or --from-png FILE, whose run is used)")
     _at_least_one("--num-images", args.num_images)
     _at_least_one("--batch-size", args.batch_size)
     prompts = _prompts(args)
@@ -251,6 +272,61 @@ def _sample_prompts(args: argparse.Namespace, batches, prompts: list[str], total
     return (
         f"{written} images for {len(prompts)} prompt(s) in {args.out}/ (grid labelled with prompts: {grid})"
     )
+
+
+# flags whose value --from-png takes from the PNG instead: giving one too is refused rather than ignored
+_FROM_PNG_SETTINGS = {
+    "steps": "--steps",
+    "sampler": "--sampler",
+    "guidance": "--guidance",
+    "class_label": "--class",
+    "negative_class": "--negative-class",
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "prompts_file": "--prompts-file",
+    "seed": "--seed",
+    "num_images": "--num-images",
+    "batch_size": "--batch-size",
+}
+
+
+def _sample_from_png(args: argparse.Namespace) -> str:
+    """The image that `args.from_png` says how to make: one `pipe(num_images=1, seed=…)` call with its
+    settings (`ui.reproduce.generate_image`, the call the web UI made), written with the same metadata."""
+    from dataclasses import replace
+
+    from latentdiff import __version__
+    from latentdiff.io.generation_params import read_generation_params, save_png_with_params
+    from latentdiff.io.images import to_pil
+    from latentdiff.pipeline import LatentDiffusionPipeline
+    from latentdiff.ui.reproduce import generate_image
+
+    defaults = args.parser_defaults
+    given = [flag for key, flag in _FROM_PNG_SETTINGS.items() if getattr(args, key) != defaults[key]]
+    if given:
+        raise ValueError(
+            f"--from-png takes every setting from {args.from_png}; drop {', '.join(given)} "
+            "(or sample without --from-png)"
+        )
+    params = read_generation_params(args.from_png)
+    if params.mode != "generate":
+        raise ValueError(
+            f"{args.from_png} was made by {params.mode}, which needs its input image too; "
+            f"--from-png makes generated images again (its settings: {params.summary()})"
+        )
+    run = args.run if args.run is not None else Path(params.run)
+    if not params.run and args.run is None:
+        raise ValueError(
+            f"{args.from_png} names no run folder: pass one, `latentdiff sample RUN --from-png …`"
+        )
+    pipe = LatentDiffusionPipeline.from_pretrained(run, device=args.device)
+    pipe.progress = False
+    image = generate_image(pipe, params)[0]
+    out = args.out / f"{args.from_png.stem}.png"
+    if out.resolve() == args.from_png.resolve():
+        out = args.out / f"{args.from_png.stem}_again.png"
+    save_png_with_params(to_pil(image), out, replace(params, run=str(run), version=__version__))
+    return f"{out} (run {run}, {params.summary()})"
 
 
 def cmd_img2img(args: argparse.Namespace) -> str:

@@ -101,6 +101,12 @@ class DiTConfig:
         if int(self.hidden_size * self.mlp_ratio) <= 0:
             raise ValueError(f"mlp_ratio={self.mlp_ratio} leaves the MLP without units")
 
+    @property
+    def size_multiple(self) -> int:
+        """Latent sides the network takes: multiples of `patch_size` (another grid than `sample_size`'s gets
+        its positions spread over the training grid's range)."""
+        return self.patch_size
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiTConfig:
         """The `DIT_PRESETS[name]` sizes (DiT-S/B/L/XL of Table 1, or `tiny`/`XS`) with `overrides`."""

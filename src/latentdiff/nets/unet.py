@@ -110,6 +110,12 @@ class UNetConfig:
             )
 
     @property
+    def size_multiple(self) -> int:
+        """Latent sides the network takes: multiples of this (each of the levels below the first halves
+        them); convolutions and attention work at any such size, not only at `sample_size`."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
     def level_channels(self) -> tuple[int, ...]:
         return tuple(self.base_channels * m for m in self.channel_mult)
 

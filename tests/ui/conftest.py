@@ -1,0 +1,36 @@
+"""A tiny text-conditioned run for the web UI's tests: the session's tiny autoencoder, a U-Net with
+cross-attention trained for a few steps on captioned 8×8 squares (left or right), from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tiny_run, tmp_path_factory) -> Path:
+    from latentdiff.cli import main
+
+    root = tmp_path_factory.mktemp("ui_text_run")
+    data = root / "captioned"
+    data.mkdir()
+    for i in range(16):
+        img = np.zeros((8, 8), np.uint8)
+        side = "left" if i % 2 else "right"
+        img[2:6, (0 if side == "left" else 4) : (4 if side == "left" else 8)] = 200 + i
+        Image.fromarray(img).save(data / f"img{i:02d}.png")
+        (data / f"img{i:02d}.txt").write_text(f"a square on the {side}")
+    tiny = [
+        "--set", "unet.base_channels=16", "--set", "unet.groups=8", "--set", "unet.num_res_blocks=1",
+        "--set", "unet.channel_mult=[1,2]", "--set", "unet.attention_levels=[1]", "--set",
+        "unet.head_channels=8", "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=3",
+        "--set", "sample_steps=2", "--set", "text.width=16", "--set", "text.layers=1", "--set",
+        "text.heads=2", "--set", "text.max_length=8", "--resolution", "8", "--channels", "1",
+    ]  # fmt: skip
+    run = root / "run"
+    argv = ["-q", "train-diffusion", "--data", str(data), "--out", str(run), "--autoencoder"]
+    assert main([*argv, str(tiny_run / "autoencoder"), "--steps", "4", "--batch-size", "8", *tiny]) == 0
+    return run
