@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -190,6 +191,34 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
     assert 0.9 * trainer.cfg.steps <= last["step"] <= trainer.cfg.steps
     floor = cfg.lr * cfg.min_lr_ratio
     assert floor <= last["lr"] <= floor + 0.03 * (cfg.lr - floor)
+
+
+class _SlowStartTask(ToyTask):
+    """Each of the first `slow` steps takes 100 ms (a machine busy while the rate is first measured)."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__()
+        self.slow = slow
+
+    def phase_loss(self, phase, modules, batch, ctx, rng, step):
+        if step < self.slow:
+            time.sleep(0.1)
+        return super().phase_loss(phase, modules, batch, ctx, rng, step)
+
+
+def test_a_slow_start_does_not_shorten_the_schedule_for_good(tmp_path):
+    """The first fit sees ~10 steps/s; once the machine is free the rate is measured again and the schedule
+    lengthened, so the budget is used (the emoji text demo once trained 248 steps in 5 of its 11.5 minutes:
+    the first half-minute had been slow)."""
+    cfg = dataclasses.replace(_time_budgeted_cfg(), max_minutes=0.1)
+    trainer = Trainer(_SlowStartTask(slow=30), cfg, tmp_path, progress=False)
+    start = time.perf_counter()
+    trainer.fit()
+    took = time.perf_counter() - start
+    slow_rate_steps = 0.1 * 60 * 10  # the whole budget at the first rate
+    assert trainer.cfg.steps > 2 * slow_rate_steps, trainer.cfg.steps
+    assert took > 0.75 * 6, took  # the budget is used, not left idle
+    assert trainer.step >= 0.9 * trainer.cfg.steps
 
 
 def test_a_finished_time_budgeted_run_resumes_to_nothing_and_an_interrupted_one_keeps_its_budget(tmp_path):

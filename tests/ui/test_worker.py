@@ -134,17 +134,11 @@ def test_image_size_other_than_the_trained_one_is_pipe_with_height_and_width(stu
     assert strip.shape[0] == 16 + 2, "a strip of 16 px images (1 px padding)"
 
 
-def test_interpolating_between_prompts_is_pipe_interpolate_prompts_or_says_it_is_missing(
-    tiny_text_run, tmp_path
-):
+def test_interpolating_between_prompts_is_pipe_interpolate_prompts(tiny_text_run, tmp_path):
     studio = Studio([tiny_text_run], tmp_path / "out", device=TEST_DEVICE)
     name = next(iter(studio.infos))
     params = GenerationParams(run=name, prompt="a square on the left", seed=3, steps=2)
     pipe = studio.pipe(name)
-    if not hasattr(pipe, "interpolate_prompts"):
-        with pytest.raises(ValueError, match="no prompt interpolation yet"):
-            studio.interpolate_prompts(params, "a square on the right", 3)
-        return
     path = studio.interpolate_prompts(params, "a square on the right", 3)
     expected = pipe.interpolate_prompts(
         "a square on the left", "a square on the right", n=3, seed=3, steps=2, output_type="pt"

@@ -316,7 +316,9 @@ class Trainer:
         # the rate is measured over ≥ 20 steps and ≥ 5 % of the budget (at most a minute): a few fast or
         # slow steps on a shared machine must not decide the length of the whole schedule
         fit_window = min(60.0, 0.05 * cfg.max_minutes * 60)
+        refit_window = max(fit_window, 0.1 * cfg.max_minutes * 60)
         fit_pending = cfg.fit_to_time and cfg.max_minutes > 0
+        cap = cfg.steps  # a refit may lengthen the schedule again, never past the configured steps
         for m in self.modules.values():
             m.train()
         with StopOnInterrupt() as interrupt:
@@ -332,11 +334,18 @@ class Trainer:
                 elif (
                     fit_pending
                     and self.step >= timer[0] + 20
-                    and time.perf_counter() - timer[1] >= fit_window
+                    # a window ends after its time, or early when the schedule would end inside it
+                    and (time.perf_counter() - timer[1] >= fit_window or self.step + 1 >= cfg.steps)
                 ):
-                    self._fit_steps_to_time(start, timer)
+                    self._fit_steps_to_time(start, timer, cap)
                     bar.total = cfg.steps
-                    fit_pending = False
+                    # the rate is measured again every refit_window: a machine that was busy during the
+                    # first window (or became busy later) must not leave the budget unused or overrun
+                    timer = (self.step, time.perf_counter())
+                    fit_pending = (cfg.max_minutes - self.minutes_before) * 60 - (
+                        time.perf_counter() - start
+                    ) > 0.25 * cfg.max_minutes * 60
+                    fit_window = refit_window
                 images_seen += cfg.batch_size
                 bar.update(1)
                 rate = images_seen / max(1e-9, time.perf_counter() - start)
@@ -367,17 +376,19 @@ class Trainer:
             raise KeyboardInterrupt(f"training interrupted at step {self.step}; resume with --resume")
         return self.history
 
-    def _fit_steps_to_time(self, start: float, timer: tuple[int, float]) -> None:
-        """Shorten `steps` to what the time budget allows at the measured rate, so that a cosine schedule
-        (which reads `steps`) ends with the budget. Every rank adopts the smallest estimate."""
+    def _fit_steps_to_time(self, start: float, timer: tuple[int, float], cap: int) -> None:
+        """Set `steps` to what the time budget allows at the rate measured since `timer` (at most `cap`), so
+        that a cosine schedule (which reads `steps`) ends with the budget; called again every tenth of the
+        budget while a quarter of it is left, and a change under 10 % is ignored (the learning rate moves
+        when `steps` does). Every rank adopts the smallest estimate."""
         now = time.perf_counter()
         rate = (self.step - timer[0]) / max(1e-9, now - timer[1])
         remaining = (self.cfg.max_minutes - self.minutes_before) * 60 - (now - start)
         projected = torch.tensor(float(self.step + int(0.97 * remaining * rate)), device=self.device)
         if self.dist.enabled:
             torch.distributed.all_reduce(projected, op=torch.distributed.ReduceOp.MIN)
-        steps = max(self.step + 1, min(self.cfg.steps, int(projected)))
-        if steps != self.cfg.steps:
+        steps = max(self.step + 1, min(cap, int(projected)))
+        if abs(steps - self.cfg.steps) > 0.1 * self.cfg.steps:
             log.info(
                 "fitting the run to %.1f minutes: %d steps instead of %d (%.2f steps/s)",
                 self.cfg.max_minutes,

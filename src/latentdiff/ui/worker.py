@@ -319,13 +319,7 @@ class Studio:
         if params.height is not None or params.width is not None:
             raise ValueError("interpolation between prompts makes images at the run's trained size only")
         pipe = self.pipe(params.run)
-        walk = getattr(pipe, "interpolate_prompts", None)
-        if walk is None:  # the pipeline gains it with prompt interpolation (issue 16's strip of two prompts)
-            raise ValueError(
-                "this latentdiff has no prompt interpolation yet (LatentDiffusionPipeline."
-                "interpolate_prompts is missing): interpolate between two seeds instead"
-            )
-        images = walk(
+        images = pipe.interpolate_prompts(
             params.prompt,
             prompt_b,
             n=frames,
