@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
+from tiny_text import TINY_TEXT_UNET
 
 from latentdiff.autoencoder.config import AutoencoderConfig
 from latentdiff.autoencoder.model import Autoencoder
@@ -168,13 +169,7 @@ def test_tiny_text_model_trains_and_samples_from_the_cli(tmp_path, tiny_run, cap
     data = tmp_path / "captioned"
     _captioned_folder(data)
     run = tmp_path / "run"
-    tiny_unet = [
-        "--set", "unet.base_channels=16", "--set", "unet.groups=8", "--set", "unet.num_res_blocks=1",
-        "--set", "unet.channel_mult=[1,2]", "--set", "unet.attention_levels=[1]", "--set",
-        "unet.head_channels=8", "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=3",
-        "--set", "sample_steps=2", "--set", "text.width=16", "--set", "text.layers=1", "--set",
-        "text.heads=2", "--set", "text.max_length=8", "--resolution", "8", "--channels", "1",
-    ]  # fmt: skip
+    tiny_unet = TINY_TEXT_UNET
     argv = ["-q", "train-diffusion", "--data", str(data), "--out", str(run), "--autoencoder"]
     argv += [str(tiny_run / "autoencoder"), "--steps", "4", "--batch-size", "8", *tiny_unet]
     assert main(argv) == 0, capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_text import TINY_TEXT_UNET
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +24,7 @@ def tiny_text_run(tiny_run, tmp_path_factory) -> Path:
         img[2:6, (0 if side == "left" else 4) : (4 if side == "left" else 8)] = 200 + i
         Image.fromarray(img).save(data / f"img{i:02d}.png")
         (data / f"img{i:02d}.txt").write_text(f"a square on the {side}")
-    tiny = [
-        "--set", "unet.base_channels=16", "--set", "unet.groups=8", "--set", "unet.num_res_blocks=1",
-        "--set", "unet.channel_mult=[1,2]", "--set", "unet.attention_levels=[1]", "--set",
-        "unet.head_channels=8", "--set", "train.warmup_steps=2", "--set", "train.checkpoint_every=3",
-        "--set", "sample_steps=2", "--set", "text.width=16", "--set", "text.layers=1", "--set",
-        "text.heads=2", "--set", "text.max_length=8", "--resolution", "8", "--channels", "1",
-    ]  # fmt: skip
+    tiny = TINY_TEXT_UNET
     run = root / "run"
     argv = ["-q", "train-diffusion", "--data", str(data), "--out", str(run), "--autoencoder"]
     assert main([*argv, str(tiny_run / "autoencoder"), "--steps", "4", "--batch-size", "8", *tiny]) == 0
