@@ -104,6 +104,11 @@ class StepWatcher:
         self.on_step(self.done, preview)
 
 
+def _check_frames(frames: int) -> None:
+    if not 2 <= frames <= MAX_FRAMES:
+        raise ValueError(f"an interpolation strip has 2 to {MAX_FRAMES} images, got {frames}")
+
+
 @dataclass
 class Studio:
     """The runs served (loaded once, at start) and the output folder every image is saved to."""
@@ -287,8 +292,7 @@ class Studio:
         """A strip of `frames` images from `params.seed` to `seed_b` (spherical interpolation of the
         initial noise), saved as one PNG."""
         params = self.check(replace(params, mode="interpolate", seed_b=seed_b, frames=frames))
-        if not 2 <= frames <= MAX_FRAMES:
-            raise ValueError(f"an interpolation strip has 2 to {MAX_FRAMES} images, got {frames}")
+        _check_frames(frames)
         if not 0 <= seed_b < 2**63:
             raise ValueError(f"seed B must be a whole number from 0 to 2^63 - 1, got {seed_b}")
         pipe = self.pipe(params.run)
@@ -314,8 +318,7 @@ class Studio:
             raise ValueError("interpolating between prompts needs a text-conditioned run")
         if not (prompt_b or "").strip():
             raise ValueError("type prompt B, the other end of the walk (prompt A is the prompt above)")
-        if not 2 <= frames <= MAX_FRAMES:
-            raise ValueError(f"an interpolation strip has 2 to {MAX_FRAMES} images, got {frames}")
+        _check_frames(frames)
         if params.height is not None or params.width is not None:
             raise ValueError("interpolation between prompts makes images at the run's trained size only")
         pipe = self.pipe(params.run)
