@@ -384,7 +384,26 @@ def text_alignment_section(r: dict | None) -> list[str]:
         if (RESULTS / f"text_alignment_{part}.png").is_file():
             out.append(f"![text model, {part} captions]({FIG}/text_alignment_{part}.png)")
     out += reading_lines("text_alignment")
-    return [*out, "", machine_line(p.get("machine")), ""]
+    out += ["", machine_line(p.get("machine")), ""]
+    stage1 = load("shapes_stage1")
+    if stage1:
+        q = stage1["protocol"]
+        out += [
+            f"What Stage 1 alone keeps, per autoencoder layout (`benchmarks/shapes_stage1.py`: `{q['preset']}` KL "
+            f"preset, {q['minutes']:g} minutes each; the judge on D(E(x)) of the {stage1['rows'][0]['images']} "
+            "test images):",
+            "",
+            "| f | latent channels | latent numbers | minutes | colour | position | shape | small shapes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in stage1["rows"]:
+            numbers = row["latent_channels"] * (32 // row["f"]) ** 2
+            cells = " | ".join(f"{row[k]:.1%}" for k in ("colour", "position", "shape", "small_shape"))
+            out.append(
+                f"| {row['f']} | {row['latent_channels']} | {numbers} | {row['minutes']:.1f} | {cells} |"
+            )
+        out += ["", machine_line(q.get("machine")), ""]
+    return out
 
 
 def gpu_section(runs: list[dict], nhwc: dict | None, nchw: dict | None) -> list[str]:
