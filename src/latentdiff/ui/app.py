@@ -214,9 +214,13 @@ class Page:
             raise page_error(gr, e) from None
         return str(path), f"saved {path.name}"
 
-    def inpaint(self, gr, settings: list[Any], editor, keep_unmasked) -> tuple:
+    def inpaint(self, gr, settings: list[Any], original, editor, keep_unmasked) -> tuple:
         try:
             background, layer = editor_image_and_mask(editor)
+            if original is not None:  # the uploaded pixels, fitted to the editor's grid if they differ
+                background = (
+                    original if original.size == background.size else original.resize(background.size)
+                )
             params = self.params(*settings)
             run = self.studio.name_of(params.run)
             mask = self.studio.mask_from_layer(run, layer, background.size)
@@ -264,7 +268,7 @@ def editor_image_and_mask(editor: Any):
 
     if not editor or editor.get("background") is None:
         raise ValueError(
-            "upload an image in the inpainting editor first, then paint the region to regenerate"
+            "upload an image to inpaint first, then paint the region to regenerate"
         )
     background = editor["background"]
     layers = [layer for layer in editor.get("layers") or [] if layer is not None]
@@ -385,10 +389,19 @@ def build_page(studio: Studio):
                     with gr.Tab("Inpaint", id="inpaint-tab"):
                         # the canvas is the model's grid: an upload is fitted into it, so the mask is painted
                         # on the pixels the model sees, and the brush is sized to that grid
+                        # the pixels come from this upload: the editor's canvas hands its background back
+                        # scaled (~0.8x in Gradio 6.31), so it only carries the painted mask
+                        inpaint_input = gr.Image(
+                            type="pil",
+                            sources=["upload"],
+                            label="Image to inpaint (kept as uploaded)",
+                            elem_id="inpaint-input",
+                            height=200,
+                        )
                         editor = gr.ImageEditor(
                             type="pil",
                             sources=["upload"],
-                            label="Upload an image, paint the region to regenerate",
+                            label="Paint the region to regenerate",
                             brush=_brush(gr, first.image_size),
                             transforms=(),
                             canvas_size=(first.image_size, first.image_size),
@@ -469,9 +482,12 @@ def build_page(studio: Studio):
             [img2img_result, edit_status],
             **sampling,
         )
+        inpaint_input.upload(
+            lambda img: {"background": img, "layers": [], "composite": img}, [inpaint_input], [editor]
+        )
         inpaint_run.click(
-            lambda *v: page.inpaint(gr, list(v[:-2]), v[-2], v[-1]),
-            [*settings, editor, keep_unmasked],
+            lambda *v: page.inpaint(gr, list(v[:-3]), v[-3], v[-2], v[-1]),
+            [*settings, inpaint_input, editor, keep_unmasked],
             [inpaint_result, inpaint_mask, edit_status],
             **sampling,
         )
