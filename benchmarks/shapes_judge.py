@@ -15,11 +15,15 @@ foreground pixels, one alignment) had 96.3 % colour and 98.3 % shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from latentdiff.data import shapes
+from latentdiff.data.load import load_dataset
+from latentdiff.io.images import to_uint8
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background above which a pixel is foreground
 WINDOW = 13  # side of the centred window in which masks are compared
@@ -109,3 +113,35 @@ def validate(every: int = 7) -> dict[str, float]:
 
 if __name__ == "__main__":
     print(validate())
+
+
+def score(
+    images: np.ndarray, truth: list[tuple[int, int, int]], sizes: list[str] | None = None
+) -> dict[str, float]:
+    """Accuracy per aspect and of all three together, uint8 images (N, 3, H, W); with `sizes`, also the shape
+    accuracy on the small shapes alone."""
+    right = {"colour": 0, "position": 0, "shape": 0, "all": 0, "small_shape": 0}
+    for i, (image, (c, s, p)) in enumerate(zip(images, truth, strict=True)):
+        v = judge(image)
+        ok = {"colour": v["colour"] == c, "shape": v["shape"] == s, "position": v["position"] == p}
+        for k, good in ok.items():
+            right[k] += good
+        right["all"] += all(ok.values())
+        right["small_shape"] += bool(sizes) and sizes[i] == "small" and ok["shape"]
+    out = {k: n / len(truth) for k, n in right.items() if k != "small_shape"}
+    if sizes:
+        out["small_shape"] = right["small_shape"] / sum(size == "small" for size in sizes)
+    return out | {"images": len(truth)}
+
+
+def stage1_ceiling(reconstruct: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+    """The judge on D(E(x)) of every test image (`reconstruct` maps images in [-1, 1] to their
+    reconstructions): what Stage 1 alone keeps of colour, position and shape (no diffusion model can draw
+    what its decoder cannot reproduce)."""
+    test = load_dataset("shapes", "test", 32, 3)
+    images = torch.from_numpy(test.uint8_batch(np.arange(len(test)))).float() / 127.5 - 1
+    with torch.no_grad():
+        recon = reconstruct(images)
+    items = shapes.split_items("test")
+    truth = [(c, s, p) for c, s, p, *_ in items]
+    return score(to_uint8(recon).transpose(0, 3, 1, 2), truth, [size for _, _, _, size, *_ in items])

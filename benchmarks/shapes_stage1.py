@@ -17,40 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 import shapes_judge  # noqa: E402
 from common import RUNS, machine, setup, write_result  # noqa: E402
 
 from latentdiff.autoencoder.model import Autoencoder  # noqa: E402
-from latentdiff.data import shapes  # noqa: E402
-from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.io.images import to_uint8  # noqa: E402
 from latentdiff.training import presets  # noqa: E402
 from latentdiff.training.run import train_autoencoder  # noqa: E402
 from latentdiff.training.stages import DataConfig  # noqa: E402
 
 
-def ceiling(autoencoder: Autoencoder) -> dict[str, float]:
-    """Accuracy of colour, position, shape (and of small shapes) judged on D(E(x)) of the test split."""
-    test = load_dataset("shapes", "test", 32, 3)
-    images = torch.from_numpy(test.uint8_batch(np.arange(len(test)))).float() / 127.5 - 1
-    with torch.no_grad():
-        recon = autoencoder.decode(autoencoder.encode(images).mode())
-    right = {"colour": 0, "position": 0, "shape": 0, "small_shape": 0}
-    items = shapes.split_items("test")
-    for image, (c, s, p, size, *_) in zip(to_uint8(recon).transpose(0, 3, 1, 2), items, strict=True):
-        v = shapes_judge.judge(image)
-        right["colour"] += v["colour"] == c
-        right["position"] += v["position"] == p
-        right["shape"] += v["shape"] == s
-        right["small_shape"] += size == "small" and v["shape"] == s
-    small = sum(size == "small" for _, _, _, size, *_ in items)
-    return {k: n / (small if k == "small_shape" else len(items)) for k, n in right.items()} | {
-        "images": len(items)
-    }
+def _reconstruction(autoencoder: Autoencoder):
+    """D(E(x)) through the posterior mode."""
+    autoencoder.eval()
+    return lambda x: autoencoder.decode(autoencoder.encode(x).mode())
 
 
 def main() -> None:
@@ -70,7 +50,9 @@ def main() -> None:
         start = time.perf_counter()
         train_autoencoder(stage, run, overwrite=True, progress=False)
         minutes = (time.perf_counter() - start) / 60
-        scores = ceiling(Autoencoder.from_pretrained(run / "autoencoder").eval())
+        scores = shapes_judge.stage1_ceiling(
+            _reconstruction(Autoencoder.from_pretrained(run / "autoencoder"))
+        )
         rows.append({"f": f, "latent_channels": channels, "minutes": minutes, **scores})
         print(rows[-1], flush=True)
     write_result(

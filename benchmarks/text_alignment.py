@@ -33,14 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import shapes_judge  # noqa: E402
 from common import RESULTS, RUNS, machine, setup, write_result  # noqa: E402
 
 from latentdiff.data import shapes  # noqa: E402
-from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.io.checkpoint import read_json  # noqa: E402
 from latentdiff.io.images import to_uint8  # noqa: E402
@@ -63,28 +61,6 @@ def distinct_captions(split: str) -> list[tuple[str, tuple[int, int, int]]]:
         for caption in shapes.captions_for(colours[c], shapes.SHAPES[s], shapes.POSITIONS[p], size):
             seen.setdefault(caption, (c, s, p))
     return list(seen.items())
-
-
-def score(images: np.ndarray, truth: list[tuple[int, int, int]]) -> dict[str, float]:
-    """Accuracy per aspect and of all three together, uint8 images (N, 3, H, W)."""
-    right = {k: 0 for k in (*ASPECTS, "all")}
-    for image, (c, s, p) in zip(images, truth, strict=True):
-        v = shapes_judge.judge(image)
-        ok = {"colour": v["colour"] == c, "shape": v["shape"] == s, "position": v["position"] == p}
-        for k in ASPECTS:
-            right[k] += ok[k]
-        right["all"] += all(ok.values())
-    return {k: n / len(truth) for k, n in right.items()} | {"images": len(truth)}
-
-
-def stage1_ceiling(pipe) -> dict[str, float]:
-    """The judge on D(E(x)) of every test image: what Stage 1 alone keeps of colour, position and shape
-    (no diffusion model can draw what its decoder cannot reproduce)."""
-    test = load_dataset("shapes", "test", 32, 3)
-    images = test.uint8_batch(np.arange(len(test)))
-    recon = pipe.reconstruct(torch.from_numpy(images).float() / 127.5 - 1, output_type="pt")
-    truth = [(c, s, p) for c, s, p, *_ in shapes.split_items("test")]
-    return score(to_uint8(recon).transpose(0, 3, 1, 2), truth)
 
 
 def generate(pipe, batch_kw: dict, n: int, chunk: int = 64, **cond) -> np.ndarray:
@@ -150,15 +126,15 @@ def main() -> None:
     seen = [x for x in seen for _ in range(args.per_caption)]
 
     results: dict = {"judge_on_renderer": judge_accuracy, "chance": CHANCE, "minutes": timings}
-    results["stage1_ceiling"] = stage1_ceiling(
-        LatentDiffusionPipeline.from_pretrained(text_run, device="cpu")
+    results["stage1_ceiling"] = shapes_judge.stage1_ceiling(
+        LatentDiffusionPipeline.from_pretrained(text_run, device="cpu").reconstruct
     )
     for name, run, _ in models[:-1]:
         pipe = LatentDiffusionPipeline.from_pretrained(run, device=args.device)
         pipe.progress = False
         for part, items in (("held_out", held), ("seen", seen)):
             images = generate(pipe, kw, len(items), prompt=[c for c, _ in items])
-            results.setdefault(name, {})[part] = score(images, [t for _, t in items])
+            results.setdefault(name, {})[part] = shapes_judge.score(images, [t for _, t in items])
             if name == "text":
                 grid(pipe, kw, [c for c, _ in items], RESULTS / f"text_alignment_{part}.png", part)
 
@@ -167,7 +143,7 @@ def main() -> None:
     n_pos, n_shape = len(shapes.POSITIONS), len(shapes.SHAPES)
     labels = [(c * n_shape + s) * n_pos + p for _, (c, s, p) in seen]
     images = generate(pipe, kw, len(seen), class_labels=labels)
-    results["class"] = {"seen": score(images, [t for _, t in seen])}
+    results["class"] = {"seen": shapes_judge.score(images, [t for _, t in seen])}
     results["protocol"] = {
         **kw, "per_caption": args.per_caption, "held_out_captions": len(held), "seen_captions": len(seen),
         "preset": args.preset, "stage2_minutes": args.minutes, "machine": machine(),
