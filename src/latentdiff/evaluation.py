@@ -166,7 +166,7 @@ def evaluate_generation(
         "steps": steps,
         "guidance_scale": guidance_scale,
         "seed": seed,
-        **({"prompts": "the first caption of held-out images spread over the split"} if prompts else {}),
+        **({"prompts": "the first caption of reference images spread over the split"} if prompts else {}),
         "sampling_seconds_per_image": sample_seconds / num_samples,
     }
     if reconstruction:

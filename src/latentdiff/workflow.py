@@ -200,7 +200,7 @@ def train_everything(
     if fid_missing:
         metrics["fid_not_measured"] = fid_missing
     clock.add("evaluation", start)
-    metrics["minutes"] = clock.finish()
+    metrics["minutes"] = clock.totals()
     metrics["steps"] = {
         "autoencoder": _steps_done(run_dir, "autoencoder"),
         "diffusion": _steps_done(run_dir, "unet"),
@@ -217,25 +217,15 @@ class _SessionClock:
     def __init__(self, run_dir: Path, resume: bool) -> None:
         self.path = run_dir / "minutes.json"
         before = read_json(self.path) if resume and self.path.is_file() else {}
-        self.before = {k: float(v) for k, v in before.items() if k != "sessions"}
         self.sessions = int(before.get("sessions", 0)) + 1
-        self.now: dict[str, float] = {}
+        self.phases = {k: float(v) for k, v in before.items() if k not in ("sessions", "total")}
 
     def add(self, phase: str, since: float) -> None:
-        self.now[phase] = (time.perf_counter() - since) / 60
-        write_json(self._totals(), self.path)
+        self.phases[phase] = self.phases.get(phase, 0.0) + (time.perf_counter() - since) / 60
+        write_json(self.totals(), self.path)
 
-    def _totals(self) -> dict[str, Any]:
-        # a phase finished in an earlier session and only reloaded now keeps its earlier time
-        totals = {k: self.before.get(k, 0.0) + v for k, v in self.now.items()}
-        totals = {**self.before, **totals}
-        totals["total"] = sum(v for k, v in totals.items() if k != "total")
-        return {**totals, "sessions": self.sessions}
-
-    def finish(self) -> dict[str, Any]:
-        totals = self._totals()
-        write_json(totals, self.path)
-        return totals
+    def totals(self) -> dict[str, Any]:
+        return {**self.phases, "total": sum(self.phases.values()), "sessions": self.sessions}
 
 
 def fid_weights_missing() -> str | None:

@@ -337,14 +337,12 @@ class Trainer:
                     # a window ends after its time, or early when the schedule would end inside it
                     and (time.perf_counter() - timer[1] >= fit_window or self.step + 1 >= cfg.steps)
                 ):
-                    self._fit_steps_to_time(start, timer, cap)
+                    remaining = self._fit_steps_to_time(start, timer, cap)
                     bar.total = cfg.steps
                     # the rate is measured again every refit_window: a machine that was busy during the
                     # first window (or became busy later) must not leave the budget unused or overrun
                     timer = (self.step, time.perf_counter())
-                    fit_pending = (cfg.max_minutes - self.minutes_before) * 60 - (
-                        time.perf_counter() - start
-                    ) > 0.25 * cfg.max_minutes * 60
+                    fit_pending = remaining > 0.25 * cfg.max_minutes * 60
                     fit_window = refit_window
                 images_seen += cfg.batch_size
                 bar.update(1)
@@ -376,11 +374,11 @@ class Trainer:
             raise KeyboardInterrupt(f"training interrupted at step {self.step}; resume with --resume")
         return self.history
 
-    def _fit_steps_to_time(self, start: float, timer: tuple[int, float], cap: int) -> None:
+    def _fit_steps_to_time(self, start: float, timer: tuple[int, float], cap: int) -> float:
         """Set `steps` to what the time budget allows at the rate measured since `timer` (at most `cap`), so
         that a cosine schedule (which reads `steps`) ends with the budget; called again every tenth of the
         budget while a quarter of it is left, and a change under 10 % is ignored (the learning rate moves
-        when `steps` does). Every rank adopts the smallest estimate."""
+        when `steps` does). Every rank adopts the smallest estimate. Returns the seconds of budget left."""
         now = time.perf_counter()
         rate = (self.step - timer[0]) / max(1e-9, now - timer[1])
         remaining = (self.cfg.max_minutes - self.minutes_before) * 60 - (now - start)
@@ -397,6 +395,7 @@ class Trainer:
                 rate,
             )
             self.cfg.steps = steps
+        return remaining
 
     def _periodic(self, writer, stop: bool) -> None:
         cfg, step = self.cfg, self.step

@@ -214,12 +214,14 @@ def probe_unet(
     model = UNet(cfg).to(device).train()
     z = torch.randn(batch, 4, latent_side, latent_side, device=device)
     t = torch.rand(batch, device=device) * 999
-    cond = {"class": torch.arange(batch, device=device) % classes} if classes and not text else None
+    cond = None
     if text:
         cond = {
             conditioning.TEXT_EMBEDDINGS: torch.randn(batch, words.max_length, words.width, device=device),
             conditioning.TEXT_MASK: torch.ones(batch, words.max_length, dtype=torch.bool, device=device),
         }
+    elif classes:
+        cond = {"class": torch.arange(batch, device=device) % classes}
     return _training_rate(model, lambda: (model(z, t, cond).float() - z).pow(2).mean(), batch, device)
 
 
