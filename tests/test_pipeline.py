@@ -159,6 +159,31 @@ def test_guidance_one_equals_conditional_model(pipe):
     assert a.shape == (2, 1, 8, 8)
 
 
+def test_autoguidance_with_the_model_itself_as_guide_is_plain_sampling(pipe):
+    """F_g = F makes F_g + w (F − F_g) = F for every w: the same images as unguided sampling."""
+    kwargs = dict(num_images=3, steps=4, seed=2, class_labels=[1, 0, 1], output_type="pt")
+    plain = pipe(**kwargs)
+    pipe.guide = pipe.backbone
+    try:
+        auto = pipe(guidance_scale=2.5, guidance="auto", **kwargs)
+        unconditional = pipe(
+            num_images=2, steps=3, seed=0, guidance_scale=2.0, guidance="auto", output_type="pt"
+        )
+    finally:
+        pipe.guide = None
+    assert torch.equal(auto, plain)
+    assert torch.equal(unconditional, pipe(num_images=2, steps=3, seed=0, output_type="pt"))
+
+
+def test_autoguidance_without_a_guide_or_with_an_unknown_kind_is_refused(pipe):
+    with pytest.raises(ValueError, match="guidance='auto' needs a guide model"):
+        pipe(num_images=1, steps=2, guidance_scale=2.0, guidance="auto", class_labels=[0])
+    with pytest.raises(ValueError, match="guidance must be 'cfg'"):
+        pipe(num_images=1, steps=2, guidance_scale=2.0, guidance="classifier", class_labels=[0])
+    with pytest.raises(ValueError, match="guidance=.auto. when its run has a"):
+        pipe(num_images=1, steps=2, guidance_scale=2.0)
+
+
 def test_class_names_and_errors(pipe):
     assert pipe.class_index("7") == 7
     with pytest.raises(ValueError, match="unknown class 'cat'; valid classes: 0, 1"):

@@ -80,6 +80,8 @@ class LatentDiffusionPipeline:
         self.precond = Preconditioning(diffusion.prediction, diffusion.sigma_data)
         self.class_names = list(class_names or [])
         self.progress = True
+        # autoguidance's weaker model (`guide/` of a run, see `load_guide`); None: classifier-free only
+        self.guide: torch.nn.Module | None = None
 
     @classmethod
     def from_pretrained(
@@ -280,18 +282,30 @@ class LatentDiffusionPipeline:
         generator: torch.Generator,
         callback=None,
         model: torch.nn.Module | None = None,
+        guidance: str = "cfg",
         **opts: Any,
     ) -> torch.Tensor:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         guidance_scale = check_guidance_scale(guidance_scale, negative="negative_class_labels")
         cond, uncond = conds
-        if guidance_scale != 1.0 and not cond:
+        if guidance not in ("cfg", "auto"):
             raise ValueError(
-                "guidance_scale != 1 needs class_labels or a prompt (classifier-free guidance is conditional)"
+                f"guidance must be 'cfg' (classifier-free) or 'auto' (autoguidance), got {guidance!r}"
+            )
+        if guidance == "auto" and self.guide is None:
+            raise ValueError(
+                "guidance='auto' needs a guide model: a run trained with one has `guide/` (see `load_guide`)"
+            )
+        if guidance == "cfg" and guidance_scale != 1.0 and not cond:
+            raise ValueError(
+                "guidance_scale != 1 needs class_labels or a prompt (classifier-free guidance is "
+                "conditional); an unconditional model is guided with guidance='auto' when its run has a "
+                "guide model"
             )
         model = self.backbone if model is None else model
-        denoiser = Denoiser(model, self.schedule, self.precond, cond, uncond, guidance_scale)
+        guide = self.guide if guidance == "auto" else None
+        denoiser = Denoiser(model, self.schedule, self.precond, cond, uncond, guidance_scale, guide=guide)
         return get_sampler(sampler)(
             denoiser, x_T, self.schedule, steps, generator=generator, callback=callback, **opts
         )
@@ -333,15 +347,18 @@ class LatentDiffusionPipeline:
         negative_prompt: Prompts = None,
         height: int | None = None,
         width: int | None = None,
+        guidance: str = "cfg",
         **sampler_opts: Any,
     ) -> Any:
         """Sample `num_images` images, `height`×`width` pixels (default: the trained size; see
-        `latent_size`). The initial noise of image i does not depend on `batch_size`."""
+        `latent_size`). The initial noise of image i does not depend on `batch_size`. `guidance` says what
+        `guidance_scale` contrasts the model with: "cfg" its unconditional (or negative) self, "auto" the
+        run's guide model under the same conditioning (autoguidance; needs `guide/`, see `load_guide`)."""
         images = list(
             self.generate_batches(
                 num_images, steps, sampler, guidance_scale, class_labels, negative_class_labels, seed,
                 generator, batch_size, prompt=prompt, negative_prompt=negative_prompt, height=height,
-                width=width, **sampler_opts,
+                width=width, guidance=guidance, **sampler_opts,
             )
         )  # fmt: skip
         return self._output(torch.cat(images), output_type)
@@ -362,6 +379,7 @@ class LatentDiffusionPipeline:
         negative_prompt: Prompts = None,
         height: int | None = None,
         width: int | None = None,
+        guidance: str = "cfg",
         **sampler_opts: Any,
     ) -> Iterator[torch.Tensor]:
         """What `__call__` makes, one batch of `batch_size` images (float NCHW in [-1, 1], on the CPU) at a
@@ -385,6 +403,7 @@ class LatentDiffusionPipeline:
                 guidance_scale,
                 self._rows(conds, sl),
                 g,
+                guidance=guidance,
                 **sampler_opts,
             )
             yield self.decode(z0).cpu()

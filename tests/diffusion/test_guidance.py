@@ -96,3 +96,32 @@ def test_guidance_without_conditioning_raises():
     den = Denoiser(toy_model(sched, "eps"), sched, "eps", {"class": torch.ones(1)}, other, 2)
     with pytest.raises(ValueError, match="same conditioning keys"):
         den(torch.zeros(1, 1, 2, 2), torch.tensor([5]))
+
+
+@pytest.mark.parametrize("scale", [0.0, 2.5])
+def test_autoguidance_contrasts_with_the_guide_under_the_same_conditioning(scale):
+    """Karras et al. 2024, eq. 2: F_g + w (F − F_g), the guide given the same labels, never the null."""
+    sched = schedule_for()
+    model = CountingModel(toy_model(sched, "eps"))
+    guide = CountingModel(lambda x, t, cond: 0.5 * toy_model(sched, "eps")(x, t, cond) + 0.1)
+    x, t = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.tensor([100, 600])
+    cond = {"class": torch.tensor([1, 2])}
+    null = {"class": torch.tensor([9, 9])}
+    x0, eps = Denoiser(model, sched, "eps", cond, null, scale, guide=guide)(x, t)
+    assert model.batches == [(2, [1, 2])] and guide.batches == [(2, [1, 2])]
+    f, f_g = model.model(x, t, cond), guide.model(x, t, cond)
+    ref_x0, ref_eps = reference(f_g + scale * (f - f_g), x, t, sched, "eps")
+    torch.testing.assert_close(x0, ref_x0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(eps, ref_eps, atol=1e-12, rtol=0)
+
+
+def test_autoguidance_guides_an_unconditional_model_and_w_one_skips_the_guide():
+    sched = schedule_for()
+    model, guide = CountingModel(toy_model(sched, "v")), CountingModel(lambda x, t, cond: 0 * x)
+    x, t = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.tensor([5, 500, 990])
+    x0, _ = Denoiser(model, sched, "v", guidance_scale=3.0, guide=guide)(x, t)
+    ref_x0, _ = reference(3.0 * model.model(x, t, None), x, t, sched, "v")
+    torch.testing.assert_close(x0, ref_x0, atol=1e-12, rtol=0)
+    model.batches.clear(), guide.batches.clear()
+    Denoiser(model, sched, "v", guidance_scale=1.0, guide=guide)(x, t)
+    assert len(model.batches) == 1 and guide.batches == []

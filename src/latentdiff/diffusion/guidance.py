@@ -1,4 +1,5 @@
-"""The denoiser every sampler calls: the preconditioned network with classifier-free guidance."""
+"""The denoiser every sampler calls: the preconditioned network with classifier-free guidance or
+autoguidance."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ class Denoiser:
     raw outputs are combined as F_u + w·(F_c − F_u) (Ho & Salimans 2022, eq. 6, written for F, which is
     affine in x̂_0 and ε̂ at fixed x_t and σ), F_c from `cond`, F_u from `uncond` — the null conditioning,
     or a negative prompt's — in ONE forward pass over the doubled batch. With w = 1 only `cond` runs.
+    With a `guide` network (autoguidance, Karras et al. 2024, "Guiding a diffusion model with a bad version
+    of itself", eq. 2) the contrast is with that weaker model under the SAME conditioning instead:
+    F_g + w·(F_c − F_g), two forward passes; it needs no conditioning, so it also guides an unconditional
+    model. The guide must share the network's preconditioning (same diffusion config, same latents).
     `clip_x0=(lo, hi)` clamps x̂_0 and re-derives ε̂ from it so that x_t = α x̂_0 + s ε̂ still holds.
     """
 
@@ -68,13 +73,15 @@ class Denoiser:
         uncond: Condition | None = None,
         guidance_scale: float = 1.0,
         clip_x0: tuple[float, float] | None = None,
+        guide: Model | None = None,
     ) -> None:
         precond = Preconditioning(precond) if isinstance(precond, str) else precond
         guidance_scale = check_guidance_scale(guidance_scale)
-        if guidance_scale != 1.0 and (not cond or uncond is None):
+        if guidance_scale != 1.0 and guide is None and (not cond or uncond is None):
             raise ValueError(
                 f"guidance_scale={guidance_scale} needs a conditioning and an unconditional (null or "
-                "negative) one; use guidance_scale=1.0 for an unconditional model"
+                "negative) one, or a guide model (autoguidance); use guidance_scale=1.0 for an "
+                "unconditional model"
             )
         if clip_x0 is not None and not clip_x0[0] < clip_x0[1]:
             raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}")
@@ -89,6 +96,7 @@ class Denoiser:
         self.uncond = dict(uncond) if uncond is not None else None
         self.guidance_scale = float(guidance_scale)
         self.clip_x0 = clip_x0
+        self.guide = guide
 
     def _cond_for(self, cond: Condition | None, batch: int, device: torch.device) -> dict[str, Tensor] | None:
         if cond is None:
@@ -106,6 +114,9 @@ class Denoiser:
         cond = self._cond_for(self.cond, x_in.shape[0], x_in.device)
         if self.guidance_scale == 1.0:
             return self.model(x_in, c_noise, cond)
+        if self.guide is not None:
+            f_good, f_bad = self.model(x_in, c_noise, cond), self.guide(x_in, c_noise, cond)
+            return f_bad + self.guidance_scale * (f_good - f_bad)
         uncond = self._cond_for(self.uncond, x_in.shape[0], x_in.device)
         both_cond = _stack(cond, uncond, x_in.device)
         both = self.model(torch.cat([x_in, x_in]), torch.cat([c_noise, c_noise]), both_cond)
