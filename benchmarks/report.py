@@ -278,6 +278,38 @@ def quality_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def guidance_section(r: dict | None) -> list[str]:
+    out = [
+        "## Guidance at sampling time: classifier-free against autoguidance (`benchmarks/guidance.py`)",
+        "",
+    ]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        "One trained model per label, evaluated again with each setting (same seed, sampler and N). "
+        "Autoguidance (Karras et al. 2024) contrasts the model with a weaker guide under the same condition.",
+        "",
+        "| model | guidance | w | guide (params, steps) | sampler | N | FID | KID | floor | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(r["rows"], key=lambda x: (x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"]))
+    for row in rows:
+        f = row["fid"]
+        guide = (
+            f"`{row['guide']}` ({row['guide_params_m']:.1f} M, {row['guide_steps']} steps)"
+            if row["guide"]
+            else ""
+        )
+        kind = "autoguidance" if row["guidance"] == "auto" else "classifier-free"
+        out.append(
+            f"| {row['label']} ({row['model_steps']} steps) | {kind if row['scale'] != 1 else 'none'} | "
+            f"{row['scale']:g} | {guide} | {f['sampler']} {f['steps']} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {row['commit']} |"
+        )
+    out += reading_lines("guidance")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
 def _sizing_table(r: dict) -> list[str]:
     memory = "peak CUDA memory allocated" if r["device"].startswith("cuda") else "peak resident memory"
     out = [
@@ -549,6 +581,7 @@ def build() -> Path:
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
         *quality_section(load("quality")),
+        *guidance_section(load("guidance")),
         *sizing_section(load("sizing"), load("sizing_cuda")),
         *train_budget_section(load("train_budget")),
         *text_alignment_section(load("text_alignment")),

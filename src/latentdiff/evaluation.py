@@ -123,13 +123,15 @@ def evaluate_generation(
     extractor=None,
     progress: bool = True,
     reconstruction: bool = True,
+    guidance: str = "cfg",
 ) -> dict[str, Any]:
     """FID/KID of `num_samples` generated images against `num_reference` images of `dataset` (default: as
     many as samples), and, with `reconstruction`, the autoencoder's rFID on those reference images.
 
     A class-conditional model is sampled with balanced labels (image i gets class i mod C), a
     text-conditioned one with the captions of the reference split's images; the protocol,
-    both sample counts and the sampler settings are part of the result.
+    both sample counts and the sampler settings are part of the result. `guidance`: as for the pipeline
+    ("cfg" classifier-free, "auto" autoguidance with the pipeline's guide model).
     """
     from latentdiff.metrics.fid_kid import fid_kid_from_features
     from latentdiff.metrics.inception import InceptionFeatures
@@ -155,6 +157,7 @@ def evaluate_generation(
         seed=seed,
         output_type="pt",
         batch_size=batch_size,
+        guidance=guidance,
     )
     sample_seconds = time.perf_counter() - start
     fake = extractor.extract(_batches(fake_images, 64), progress=progress, total=num_samples)
@@ -165,6 +168,7 @@ def evaluate_generation(
         "sampler": sampler,
         "steps": steps,
         "guidance_scale": guidance_scale,
+        **({"guidance": "autoguidance"} if guidance == "auto" and guidance_scale != 1.0 else {}),
         "seed": seed,
         **({"prompts": "the first caption of reference images spread over the split"} if prompts else {}),
         "sampling_seconds_per_image": sample_seconds / num_samples,

@@ -40,6 +40,7 @@ from latentdiff.training.distributed import resolve_device
 log = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "pt"]
+GUIDE_FOLDER = "guide"  # a run's autoguidance guide: a weaker backbone on the same latents
 Labels = int | str | Sequence[int | str] | torch.Tensor | None
 Prompts = str | Sequence[str] | None
 
@@ -88,7 +89,8 @@ class LatentDiffusionPipeline:
         cls, run_dir: str | Path, device: str = "auto", weights: str = "auto"
     ) -> LatentDiffusionPipeline:
         """Load `run_dir/autoencoder`, the run's backbone folder (`unet/` or `dit/`; EMA weights when
-        present) and `scheduler.json`. A backbone trained on another autoencoder than the run's is refused
+        present), `scheduler.json` and, when the run has one, the autoguidance guide `guide/`. A backbone
+        trained on another autoencoder than the run's is refused
         (`io.autoencoder_record`; a run saved before backbones recorded it loads with a warning)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -119,7 +121,12 @@ class LatentDiffusionPipeline:
         scheduler = upgrade_diffusion_dict(read_json(run_dir / "scheduler.json"))
         diffusion = from_dict(DiffusionConfig, scheduler, "scheduler.json: ")
         classes = read_json(run_dir / "classes.json") if (run_dir / "classes.json").is_file() else []
-        return cls(autoencoder, backbone, diffusion, classes, device)
+        pipe = cls(autoencoder, backbone, diffusion, classes, device)
+        guide = run_dir / GUIDE_FOLDER
+        if (guide / "config.json").is_file() and not is_text_run(run_dir):
+            check_autoencoder_pair(guide, ae_folder, trained_with.hash(), remedy)
+            pipe.guide = load_backbone(guide, weights=weights).to(pipe.device).eval().requires_grad_(False)
+        return pipe
 
     # ------------------------------------------------------------------------------------- helpers
     @property

@@ -1,0 +1,131 @@
+"""Guidance of one trained model, measured: FID/KID at N for classifier-free guidance at several scales and
+for autoguidance (Karras et al. 2024) with named guide models, same sampler, steps and seed for every row.
+
+    python benchmarks/guidance.py --run RUN --label "15-min plan" --n 2000 cfg:1 cfg:1.5 cfg:2 \\
+        --guide early=RUN/trainer_state/unet/step_00000500/model auto:2:early
+
+A setting is `cfg:W` (w = 1 is the model alone) or `auto:W:GUIDE` (GUIDE one of the `--guide NAME=FOLDER`
+backbone folders, its EMA weights). The data set, resolution and channels are the run's (config.yaml). Rows
+merge into benchmarks/results/guidance.json keyed by (label, setting, N) with the floor at that N, and
+docs/benchmarks.md is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+
+from latentdiff.data.load import load_dataset  # noqa: E402
+from latentdiff.evaluation import evaluate_generation  # noqa: E402
+from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
+from latentdiff.nets.backbones import load_backbone  # noqa: E402
+from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
+from latentdiff.workflow import fid_floor  # noqa: E402
+
+SAMPLER, STEPS = "dpmpp_2m", 20
+
+
+def _data_of(run: Path) -> tuple[str, int, int]:
+    data = yaml.safe_load((run / "config.yaml").read_text())["diffusion_stage"]["data"]
+    return data["dataset"], data["resolution"], data["channels"]
+
+
+def _steps_of(run: Path, trainer: str = "unet") -> int | None:
+    try:
+        return int(read_checkpoint(latest_checkpoint(checkpoint_root(run, trainer)))[0]["step"])
+    except Exception:  # noqa: BLE001 - a copied run without trainer state still evaluates
+        return None
+
+
+def _parse(setting: str, guides: dict[str, str]) -> tuple[str, float, str | None]:
+    parts = setting.split(":")
+    if parts[0] == "cfg" and len(parts) == 2:
+        return "cfg", float(parts[1]), None
+    if parts[0] == "auto" and len(parts) == 3 and parts[2] in guides:
+        return "auto", float(parts[1]), parts[2]
+    raise SystemExit(f"bad setting {setting!r}: cfg:W or auto:W:GUIDE with GUIDE one of {sorted(guides)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--label", required=True, help="what the run is, as the table names it")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guide", action="append", default=[], help="NAME=FOLDER of a guide backbone")
+    parser.add_argument("settings", nargs="+")
+    args = parser.parse_args()
+    setup()
+    guides = dict(g.split("=", 1) for g in args.guide)
+    settings = [_parse(s, guides) for s in args.settings]
+    dataset, resolution, channels = _data_of(args.run)
+    pipe = LatentDiffusionPipeline.from_pretrained(args.run)
+    pipe.progress = False
+    train = load_dataset(dataset, "train", resolution, channels)
+    test = load_dataset(dataset, "test", resolution, channels)
+    extractor = InceptionFeatures()
+    floor = fid_floor(train, test, args.n, extractor, progress=False)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    old = read_result("guidance") or {"rows": []}
+    rows = old["rows"]
+    for kind, scale, guide in settings:
+        pipe.guide = None
+        guide_steps = None
+        if guide:
+            folder = Path(guides[guide])
+            pipe.guide = load_backbone(folder, weights="ema").to(pipe.device).eval().requires_grad_(False)
+            # a checkpoint's model folder (…/step_00000500/model) or a run's backbone folder (…/unet)
+            snapshot = folder.parent.name
+            guide_steps = int(snapshot[5:]) if snapshot.startswith("step_") else _steps_of(folder.parent)
+        start = time.perf_counter()
+        fid = evaluate_generation(
+            pipe, test, args.n, STEPS, SAMPLER, scale, args.n, args.seed, extractor=extractor,
+            progress=False, reconstruction=False, guidance=kind,
+        )  # fmt: skip
+        fid["floor_real_vs_real"] = floor
+        row = {
+            "label": args.label,
+            "run": str(args.run),
+            "model_steps": _steps_of(args.run),
+            "guidance": kind,
+            "scale": scale,
+            "guide": guide,
+            "guide_folder": guides.get(guide) if guide else None,
+            "guide_params_m": sum(p.numel() for p in pipe.guide.parameters()) / 1e6 if guide else None,
+            "guide_steps": guide_steps,
+            "fid": fid,
+            "seconds": time.perf_counter() - start,
+            "commit": commit,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        key = (args.label, kind, scale, guide, args.n)
+        rows = [
+            r
+            for r in rows
+            if (r["label"], r["guidance"], r["scale"], r["guide"], r["fid"]["num_fake"]) != key
+        ]
+        rows.append(row)
+        write_result("guidance", {"benchmark": "guidance", "rows": rows, "machine": machine()})
+        print(
+            f"{args.label} {kind} {scale:g} {guide or ''}: FID {fid['fid']:.2f} "
+            f"(N = {args.n}, floor {floor:.2f})"
+        )
+    regenerate_docs()
+
+
+if __name__ == "__main__":
+    main()
