@@ -42,10 +42,10 @@ from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.evaluation import evaluate_generation  # noqa: E402
 from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
-from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
+from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
-from latentdiff.workflow import fid_floor, plan_run, stages_of  # noqa: E402
+from latentdiff.workflow import fid_floor, guide_stage_of, plan_run, stages_of  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 SHARES = (3.0 / 15, 8.0 / 15)  # the demo's minutes per stage out of its 15
@@ -60,23 +60,24 @@ def _budgeted(stage, minutes: float, seed: int):
 
 def recipe_demo(minutes: float, seed: int, run_dir: Path | None = None):
     ae, dm = demo.autoencoder_stage("full"), demo.diffusion_stage("full")
-    return _budgeted(ae, SHARES[0] * minutes, seed), _budgeted(dm, SHARES[1] * minutes, seed), 2.0
+    return _budgeted(ae, SHARES[0] * minutes, seed), _budgeted(dm, SHARES[1] * minutes, seed), 2.0, None
 
 
 def recipe_demo_edm(minutes: float, seed: int, run_dir: Path | None = None):
-    ae, dm, guidance = recipe_demo(minutes, seed)
+    ae, dm, guidance, _ = recipe_demo(minutes, seed)
     edm = dataclasses.replace(
         dm.diffusion, prediction="edm", noise_sampling="log_normal", loss_weighting="edm"
     )
-    return ae, dataclasses.replace(dm, diffusion=edm), guidance
+    return ae, dataclasses.replace(dm, diffusion=edm), guidance, None
 
 
 def recipe_train(minutes: float, seed: int, run_dir: Path | None = None):
-    """The product's plan for this budget (probe included in the budget, as `latentdiff train` counts it)."""
+    """The product's plan for this budget (probe included in the budget, as `latentdiff train` counts it),
+    its autoguidance guide included."""
     assert run_dir is not None
     plan = plan_run("fashion-mnist", run_dir, minutes, None, None, False, True, torch.device("cpu"), None)
     ae, dm = stages_of(plan, seed, "cpu")
-    return ae, dm, 2.0
+    return ae, dm, 2.0, guide_stage_of(plan, seed, "cpu")
 
 
 RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm, "train": recipe_train}
@@ -103,12 +104,15 @@ def _presets(run_dir: Path) -> dict:
 def measure(recipe: str, minutes: float, n: int, seed: int, extractor: InceptionFeatures) -> dict:
     run_dir = RUNS / "quality" / f"{recipe}_{minutes:g}min"
     start = time.perf_counter()
-    ae_stage, dm_stage, guidance = RECIPES[recipe](minutes, seed, run_dir)
+    ae_stage, dm_stage, guidance, guide_stage = RECIPES[recipe](minutes, seed, run_dir)
     train_autoencoder(ae_stage, run_dir, overwrite=True, progress=False)
     stage1 = (time.perf_counter() - start) / 60
     train_diffusion(dm_stage, run_dir, overwrite=True, progress=False)
+    if guide_stage is not None:
+        train_diffusion(guide_stage, run_dir, progress=False, folder=GUIDE_FOLDER)
     trained = (time.perf_counter() - start) / 60
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
+    kind = "auto" if pipe.guide is not None else "cfg"
     train = load_dataset("fashion-mnist", "train", 32, 1)
     test = load_dataset("fashion-mnist", "test", 32, 1)
     eval_start = time.perf_counter()
@@ -124,6 +128,7 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
         extractor=extractor,
         progress=False,
         reconstruction=False,
+        guidance=kind,
     )
     fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress=False)
     labels = [c for c in range(10) for _ in range(8)]
@@ -135,6 +140,7 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
         class_labels=labels,
         seed=seed,
         output_type="pt",
+        guidance=kind,
     )
     figure = f"quality_{recipe}_{minutes:g}min.png"
     class_grid(
@@ -155,6 +161,7 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
             "autoencoder_batch": ae_stage.train.batch_size,
             "diffusion_steps": _steps(run_dir, "unet"),
             "diffusion_batch": dm_stage.train.batch_size,
+            **({"guide_steps": _steps(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
         },
         "models": {
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,

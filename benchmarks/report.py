@@ -267,8 +267,11 @@ def quality_section(r: dict | None) -> list[str]:
         f, w = p["fid"], p["work"]
         out.append(
             f"| {p['recipe']} | {p['budget_minutes']:g} | {p['training_minutes']:.1f} | {_models(p.get('models'))} | "
-            f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']} | "
-            f"{f['sampler']} {f['steps']} | {f['guidance_scale']} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']}"
+            + (f" + guide {w['guide_steps']} × {w['diffusion_batch']}" if "guide_steps" in w else "")
+            + f" | {f['sampler']} {f['steps']} | {f['guidance_scale']}"
+            + (" (autoguidance)" if f.get("guidance") == "autoguidance" else "")
+            + f" | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
         )
     out += ["", f"![FID against minutes]({FIG}/{r['plot']})"]

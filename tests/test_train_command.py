@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from latentdiff.io.checkpoint import load_tensors
+from latentdiff.pipeline import LatentDiffusionPipeline
 from latentdiff.training.run_folder import RunFolderError
 from latentdiff.workflow import train_everything
 
@@ -68,7 +69,10 @@ def test_the_plan_keeps_to_its_budget(tmp_path):
     minutes = result.metrics["minutes"]
     assert minutes["total"] <= 1.1, minutes  # within 10 % of the budget, evaluation included
     assert result.metrics["steps"]["autoencoder"] > 100 and result.metrics["steps"]["diffusion"] > 100
+    assert result.metrics["steps"]["guide"] > 10 and result.plan.guide_minutes > 0
     assert result.plan.conditional  # digits has classes
+    assert LatentDiffusionPipeline.from_pretrained(tmp_path / "run").guide is not None
+    assert result.metrics["fid"]["guidance"] == "autoguidance"
     report = result.report.read_text()
     for needle in (
         "What was chosen, and why",
@@ -76,6 +80,7 @@ def test_the_plan_keeps_to_its_budget(tmp_path):
         "PSNR",
         "real-vs-real floor",
         "N = ",
+        "its autoguidance guide",
     ):
         assert needle in report
     for name in ("samples.png", "how_it_works.png", "plan.yaml", "metrics.json"):
@@ -101,7 +106,7 @@ def test_resume_across_the_stage_boundary_gives_the_uninterrupted_weights(flat_f
     assert (cut / "autoencoder").is_dir() and not (cut / "report.md").exists()
     resumed = _train("--data", str(flat_folder), "--out", str(cut), *FIXED, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    for part in ("autoencoder/model.safetensors", "unet/model.safetensors"):
+    for part in ("autoencoder/model.safetensors", "unet/model.safetensors", "guide/model.safetensors"):
         a, b = load_tensors(whole / part), load_tensors(cut / part)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
     plan = yaml.safe_load((cut / "plan.yaml").read_text())
@@ -238,3 +243,25 @@ def test_the_readme_commands_work_on_a_plain_folder(flat_folder, tmp_path):
     assert (tmp_path / "runs" / "mine" / "report.md").is_file() and (
         tmp_path / "runs" / "own" / "unet"
     ).is_dir()
+
+
+def test_a_guide_needs_the_runs_model_and_its_noise_schedule(class_folder, tmp_path):
+    import dataclasses
+
+    from latentdiff.training.run import train_diffusion
+    from latentdiff.workflow import guide_stage_of, plan_run
+
+    run = tmp_path / "run"
+    plan = plan_run(str(class_folder), run, None, "tiny", None, False, False, torch.device("cpu"), (20, 16))
+    guide = guide_stage_of(plan, 0, "cpu")
+    assert guide is not None and guide.train.steps == 2
+    with pytest.raises(RunFolderError, match="no trained backbone yet"):
+        train_diffusion(guide, run, progress=False, folder="guide")
+    train_everything(str(class_folder), run, size="tiny", steps=(20, 16), progress=False, overwrite=True)
+    other = dataclasses.replace(guide, diffusion=dataclasses.replace(guide.diffusion, prediction="v"))
+    before = sorted(p.stat().st_mtime_ns for p in (run / "guide").rglob("*") if p.is_file())
+    with pytest.raises(ValueError, match="prediction: run 'edm', guide 'v'"):
+        train_diffusion(other, run, progress=False, folder="guide", resume=True)
+    with pytest.raises(ValueError, match="a run folder's own part"):
+        train_diffusion(guide, run, progress=False, folder="unet")
+    assert sorted(p.stat().st_mtime_ns for p in (run / "guide").rglob("*") if p.is_file()) == before

@@ -27,10 +27,17 @@ from latentdiff.evaluation import (
 )
 from latentdiff.figures import class_grid
 from latentdiff.io.checkpoint import read_json, write_json
-from latentdiff.pipeline import LatentDiffusionPipeline
+from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline
 from latentdiff.training import presets
 from latentdiff.training.distributed import resolve_device
-from latentdiff.training.planner import SAMPLES_FOR_EVAL, Plan, inspect_data, make_plan, probe_speeds
+from latentdiff.training.planner import (
+    GUIDE_PRESET,
+    SAMPLES_FOR_EVAL,
+    Plan,
+    inspect_data,
+    make_plan,
+    probe_speeds,
+)
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.run_folder import RunFolderError
 from latentdiff.training.stages import DataConfig
@@ -156,6 +163,25 @@ def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
     return ae, dm
 
 
+def guide_stage_of(plan: Plan, seed: int = 0, device: str = "auto"):
+    """The autoguidance guide a plan trains after Stage 2 (`planner.GUIDE_PRESET` on the same latents, the
+    same recipe), or None when it trains none."""
+    if "guide" not in plan.expected_steps:
+        return None
+    data = DataConfig(dataset=plan.data, resolution=plan.resolution, channels=plan.channels)
+    timed = plan.minutes > 0
+    return presets.diffusion_stage(
+        data,
+        GUIDE_PRESET,
+        plan.resolution // plan.f,
+        plan.conditional,
+        plan.guide_minutes if timed else 0.0,
+        device,
+        seed,
+        plan.expected_steps["guide"],
+    )
+
+
 def _steps_done(run_dir: Path, trainer: str) -> int:
     state, _ = read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))
     return int(state["step"])
@@ -193,6 +219,12 @@ def train_everything(
     start = time.perf_counter()
     train_diffusion(dm_stage, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     clock.add("stage2", start)
+    guide_stage = guide_stage_of(plan, seed, str(dev))
+    if guide_stage is not None:
+        start = time.perf_counter()
+        # a fresh Stage 2 (overwrite) has deleted any earlier guide: resume continues it, else it is new
+        train_diffusion(guide_stage, run_dir, resume=resume, progress=progress, folder=GUIDE_FOLDER)
+        clock.add("guide", start)
     start = time.perf_counter()
     metrics = evaluate_run(
         run_dir, plan.data, plan.resolution, plan.channels, seed, dev, progress, fid=not fid_missing
@@ -204,6 +236,7 @@ def train_everything(
     metrics["steps"] = {
         "autoencoder": _steps_done(run_dir, "autoencoder"),
         "diffusion": _steps_done(run_dir, "unet"),
+        **({"guide": _steps_done(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
     }
     write_json(metrics, run_dir / "metrics.json")
     report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)
@@ -275,7 +308,10 @@ def evaluate_run(
     train = load_dataset(data, "train", resolution, channels)
     test = load_dataset(data, "test", resolution, channels)
     recon = evaluate_autoencoder(pipe.autoencoder, test, limit=1000, progress=progress)
-    guidance = 2.0 if pipe.num_classes or pipe.takes_text else 1.0
+    # with a guide: autoguidance (it beat classifier-free guidance at the same w, benchmarks/guidance.py)
+    kind = "auto" if pipe.guide is not None else "cfg"
+    guidance = 2.0 if pipe.num_classes or pipe.takes_text or pipe.guide is not None else 1.0
+    named = f"{'autoguidance' if kind == 'auto' else 'guidance'} {guidance}"
     if pipe.takes_text and test.captions:
         prompts = [
             *spread_captions(train.captions, 8, "seen"),
@@ -309,17 +345,23 @@ def evaluate_run(
             class_labels=labels,
             seed=seed,
             output_type="pt",
+            guidance=kind,
         )
         class_grid(
-            images,
-            shown,
-            run_dir / "samples.png",
-            cols=8,
-            title=f"samples: DPM-Solver++ 20 steps, guidance {guidance}",
+            images, shown, run_dir / "samples.png", cols=8, title=f"samples: DPM-Solver++ 20 steps, {named}"
         )
     else:
-        images = pipe(num_images=64, steps=20, sampler="dpmpp_2m", seed=seed, output_type="pt")
-        class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title="samples: DPM-Solver++ 20 steps")
+        images = pipe(
+            num_images=64,
+            steps=20,
+            sampler="dpmpp_2m",
+            seed=seed,
+            output_type="pt",
+            guidance_scale=guidance,
+            guidance=kind,
+        )
+        title = "samples: DPM-Solver++ 20 steps" + (f", {named}" if guidance != 1.0 else "")
+        class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title=title)
     how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
     model = {
         "autoencoder_params": _params(pipe.autoencoder),
@@ -343,6 +385,7 @@ def evaluate_run(
         extractor=extractor,
         progress=progress,
         reconstruction=False,
+        guidance=kind,
     )
     scores["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)
     scores["floor_protocol"] = f"{n} train images against {n} held-out images"
@@ -387,6 +430,14 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         f"| {steps['autoencoder']} × {ae_stage.train.batch_size} | {t['stage1']:.1f} (statistics included) |",
         f"| Stage 2 | U-Net `{plan.backbone}` on {c}×{h}×{w} latents, {backbone_params} parameters | "
         f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
+        *(
+            [
+                f"| its autoguidance guide | U-Net `{GUIDE_PRESET}` on the same latents | {steps['guide']} × "
+                f"{dm_stage.train.batch_size} | {t.get('guide', 0.0):.1f} |"
+            ]
+            if "guide" in steps
+            else []
+        ),
         f"| planning (data, speed probe) | | | {t['planning']:.1f} |",
         f"| evaluation | | | {t['evaluation']:.1f} |",
         f"| **total**{sessions} | | | **{t['total']:.1f}** |",

@@ -167,7 +167,9 @@ def test_without_a_budget_the_device_default_and_its_expected_time(tmp_path):
     )
     assert plan.stage1_minutes + plan.stage2_minutes == pytest.approx(expected)
     fixed = make_plan(s, torch.device("cpu"), size="tiny", speeds=SPEEDS, steps=(10, 20))
-    assert fixed.expected_steps == {"autoencoder": 10, "diffusion": 20} and fixed.autoencoder == "tiny"
+    assert fixed.expected_steps == {"autoencoder": 10, "diffusion": 20, "guide": 2}
+    assert fixed.autoencoder == "tiny"
+    assert fixed.guide_minutes == pytest.approx(2 * 128 / SPEEDS["diffusion"]["tiny"] / 60)
     assert make_plan(s, torch.device("cuda"), speeds=None).backbone == "base"
 
 

@@ -34,10 +34,17 @@ log = logging.getLogger(__name__)
 # the autoencoder to 27.6 dB, past what Stage 2 needs, while its samples were the weaker part (train_budget)
 STAGE1_SHARE = 0.25
 # images a stage must see (steps × batch) before a larger preset is worth its slower steps: 1,250 steps of
-# 32 for Stage 1, about 800 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
-# images reconstructs at 28.1 dB and the `large` U-Net after 119,000 reaches FID 27.4 at N = 10,000
-# (benchmarks/quality.py, 15 minutes)
-MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 100_000}
+# 32 for Stage 1, about 1,100 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
+# images reconstructs at 28.1 dB; 8 minutes of Stage 2 on the same latents gave FID 39.2 (N = 2,000) to the
+# `small` U-Net (191,000 images), 41.1 to the `large` one (95,000) and 39.7 to `tiny` (555,000)
+# (benchmarks/guidance.py)
+MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 140_000}
+# Autoguidance (Karras et al. 2024): a `tiny` U-Net trained on the same latents for 15 % of Stage 2's time
+# (an eighth of its steps without a budget) guides the model. On those 8-minute Fashion-MNIST models a `tiny`
+# guide of 1.5 minutes took the `small` U-Net from FID 39.2 (classifier-free, w = 1.5) to 36.1 and the
+# `large` one from 41.1 to 39.7 (benchmarks/guidance.py); it is also the only guidance an unconditional
+# model has
+GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
 # Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores, the
 # 15-minute Fashion-MNIST plan: encoding 60,000 images ran at 4.5× the autoencoder's training images/s,
@@ -275,6 +282,7 @@ class Plan:
     device: str = "cpu"
     text: bool = False  # text-conditioned Stage 2 (the data has captions); `conditional` is about classes
     encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
+    guide_minutes: float = 0.0  # the autoguidance guide's training time, after Stage 2 (within its share)
 
     def describe(self) -> str:
         kind = (
@@ -285,14 +293,26 @@ class Plan:
             f"Stage 1: KL autoencoder `{self.autoencoder}`, f = {self.f}, {self.stage1_minutes:.1f} min, "
             f"~{self.expected_steps['autoencoder']} steps × {self.batch_sizes['autoencoder']}",
             f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
-            f"~{self.expected_steps['diffusion']} steps × {self.batch_sizes['diffusion']}",
+            f"~{self.expected_steps['diffusion']} steps × {self.batch_sizes['diffusion']}"
+            + (
+                f"; then its autoguidance guide, U-Net `{GUIDE_PRESET}`, {self.guide_minutes:.1f} min, "
+                f"~{self.expected_steps['guide']} steps"
+                if "guide" in self.expected_steps
+                else ""
+            ),
             f"latent statistics and encoding: ~{self.encode_minutes:.1f} min; "
             f"evaluation: ~{self.eval_minutes:.1f} min; expected finish in {self.total_minutes():.1f} min",
         ]
         return "\n".join(lines + [f"  - {r}" for r in self.reasons])
 
     def total_minutes(self) -> float:
-        return self.stage1_minutes + self.encode_minutes + self.stage2_minutes + self.eval_minutes
+        return (
+            self.stage1_minutes
+            + self.encode_minutes
+            + self.stage2_minutes
+            + self.guide_minutes
+            + self.eval_minutes
+        )
 
     def key(self) -> dict[str, Any]:
         """What must not change on `--resume` (the measurements may)."""
@@ -359,6 +379,12 @@ def make_plan(
             s2 = work["diffusion"] * batch["diffusion"] / dm_rate / 60
             encode, ev = expected_overheads(summary, device, ae_rate, dm_rate)
             reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
+        guide = 0.0
+        if not summary.captioned:
+            work["guide"] = max(1, work["diffusion"] // GUIDE_STEPS_DIVISOR)
+            if speeds and GUIDE_PRESET in speeds["diffusion"]:
+                guide = work["guide"] * batch["diffusion"] / speeds["diffusion"][GUIDE_PRESET] / 60
+            reasons.append(_guide_reason(f"1/{GUIDE_STEPS_DIVISOR} of Stage 2's steps"))
         return Plan(
             summary.name,
             summary.channels,
@@ -378,6 +404,7 @@ def make_plan(
             device.type,
             text=summary.captioned,
             encode_minutes=encode,
+            guide_minutes=guide,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -387,12 +414,13 @@ def make_plan(
         )
     # the sizes decide the time outside training (encoding, evaluation), which decides the sizes: settle it
     ev, overhead = eval_minutes_for(minutes), 0.0
+    guide_share = 0.0 if summary.captioned else GUIDE_SHARE  # of Stage 2's time
     for _ in range(3):
         train = max(0.01, minutes - ev - overhead - probe_seconds / 60)
         chosen, fitting = {}, {}
         for stage, share in (
             ("autoencoder", STAGE1_SHARE * train),
-            ("diffusion", (1 - STAGE1_SHARE) * train),
+            ("diffusion", (1 - STAGE1_SHARE) * (1 - guide_share) * train),
         ):
             fitting[stage] = [
                 p for p, rate in speeds[stage].items() if rate * share * 60 >= MIN_IMAGES[stage]
@@ -412,7 +440,12 @@ def make_plan(
             f"the evaluation ({ev:.1f} min) and the encoding ({overhead:.1f} min)"
         )
     s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
+    guide = guide_share * s2
+    s2 -= guide
     expected = {}
+    if guide:
+        expected["guide"] = int(speeds["diffusion"][GUIDE_PRESET] * guide * 60 / batch["diffusion"])
+        reasons.append(_guide_reason(f"{GUIDE_SHARE:.0%} of Stage 2's time"))
     for stage, share in (("autoencoder", s1), ("diffusion", s2)):
         expected[stage] = int(rates[stage] * share * 60 / batch[stage])
         measured = ", ".join(f"{p} {r:.0f}" for p, r in speeds[stage].items())
@@ -423,9 +456,9 @@ def make_plan(
         )
     reasons.append(
         f"time: {minutes:g} min = {probe_seconds / 60:.1f} probing + {s1:.1f} Stage 1 ({STAGE1_SHARE:.0%} of "
-        f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + {ev:.1f} "
-        "evaluation (both estimated from the measured speeds); each stage's cosine schedule is fitted to its "
-        "time"
+        f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + "
+        f"{guide:.1f} its guide + {ev:.1f} evaluation (both estimated from the measured speeds); each "
+        "stage's cosine schedule is fitted to its time"
     )
     return Plan(
         summary.name,
@@ -446,4 +479,12 @@ def make_plan(
         device.type,
         text=summary.captioned,
         encode_minutes=overhead,
+        guide_minutes=guide,
+    )
+
+
+def _guide_reason(how_long: str) -> str:
+    return (
+        f"autoguidance: a `{GUIDE_PRESET}` U-Net trained on the same latents for {how_long} guides the model "
+        "(Karras et al. 2024; no text-conditioned runs)"
     )

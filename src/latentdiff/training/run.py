@@ -22,7 +22,13 @@ from latentdiff.data.dataset import ImageDataset
 from latentdiff.data.latent_cache import LatentCache, encode_dataset
 from latentdiff.data.load import data_has_captions, load_dataset
 from latentdiff.diffusion.schedule import make_schedule
-from latentdiff.io.checkpoint import CheckpointError, load_model_folder, save_model_folder, write_json
+from latentdiff.io.checkpoint import (
+    CheckpointError,
+    load_model_folder,
+    read_json,
+    save_model_folder,
+    write_json,
+)
 from latentdiff.nets.backbones import BACKBONES, build_backbone, find_backbone_folder
 from latentdiff.text.conditioned import ENCODER_FOLDER, TextConditioned
 from latentdiff.text.encoder import TextEncoder, TextEncoderConfig
@@ -329,10 +335,13 @@ def train_diffusion(
     resume: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    folder: str | None = None,
 ) -> Path:
-    """Stage 2 into `run_dir/<backbone>/`. The autoencoder (default `run_dir/autoencoder`) is copied into the
-    run folder so that it alone holds everything needed to sample, once every check has passed; the
-    backbone records that autoencoder's hash (`io.autoencoder_record`).
+    """Stage 2 into `run_dir/<backbone>/` (or `run_dir/<folder>/`: the autoguidance guide, a second, weaker
+    backbone trained on the same latents with the run's noise schedule, `guide/`; see `pipeline`). The
+    autoencoder (default `run_dir/autoencoder`) is copied into the run folder so that it alone holds
+    everything needed to sample, once every check has passed; the backbone records that autoencoder's
+    hash (`io.autoencoder_record`).
 
     The run folder is locked for the whole stage. A trained backbone (or its checkpoints) is continued
     with `resume` or replaced from scratch with `overwrite`, never otherwise; so is an autoencoder in the
@@ -342,7 +351,27 @@ def train_diffusion(
     check_backbone_sections(stage)
     init_distributed(stage.train.device)
     with training_lock(run_dir):
-        return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress, overwrite)
+        return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress, overwrite, folder)
+
+
+def _check_guide(stage: DiffusionStage, run_dir: Path, folder: str) -> None:
+    """A guide is trained after the run's model, on its latents, with its noise schedule and preconditioning
+    (autoguidance combines the two networks' outputs: they must mean the same thing)."""
+    if folder in BACKBONES or folder in ("autoencoder", ENCODER_FOLDER):
+        raise ValueError(f"folder={folder!r} is a run folder's own part; a guide goes to 'guide'")
+    if find_backbone_folder(run_dir) is None or not (run_dir / SCHEDULER_FILE).is_file():
+        raise RunFolderError(f"{run_dir} has no trained backbone yet: train it before its guide")
+    if wants_text(stage):
+        raise ValueError(
+            "a guide for a text-conditioned model is not supported (it needs its own text encoder)"
+        )
+    saved, wanted = read_json(run_dir / SCHEDULER_FILE), to_dict(stage.diffusion)
+    differing = [f"{k}: run {saved.get(k)!r}, guide {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+    if differing:
+        raise ValueError(
+            f"the guide's diffusion settings differ from the run's ({run_dir / SCHEDULER_FILE}): "
+            + "; ".join(differing)
+        )
 
 
 def _train_diffusion(
@@ -353,8 +382,12 @@ def _train_diffusion(
     resume: bool,
     progress: bool,
     overwrite: bool,
+    folder: str | None = None,
 ) -> Path:
     dist = init_distributed(stage.train.device)
+    if folder is not None:
+        _check_guide(stage, run_dir, folder)
+    name = folder or stage.backbone
     autocast_context(dist.device, stage.train.precision)  # e.g. fp16 on a CPU: refused before any work
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None
     if existing is not None and existing.name != stage.backbone:
@@ -368,12 +401,12 @@ def _train_diffusion(
             f"no autoencoder at {ae_src}: train one with `latentdiff train-autoencoder --out {run_dir}` "
             "or pass --autoencoder DIR"
         )
-    fresh = plan_start(run_dir, stage.backbone, run_dir / stage.backbone, resume, overwrite)
+    fresh = plan_start(run_dir, name, run_dir / name, resume, overwrite)
     ae = Autoencoder.from_pretrained(ae_src).to(dist.device).eval()
     check_latent_stats(ae.config, ae_src)
     ae_hash = ae.hash()
     if resume:
-        check_resume_autoencoder(run_dir, stage.backbone, ae_src, ae_hash)
+        check_resume_autoencoder(run_dir, name, ae_src, ae_hash)
     ae_dst = run_dir / "autoencoder"
     copy_ae = ae_src.resolve() != ae_dst.resolve()
     if copy_ae and not overwrite and has_trained_weights(ae_dst):
@@ -416,16 +449,21 @@ def _train_diffusion(
         stage.sample_sampler,
         stage.sample_steps,
         stage.sample_guidance,
-        name=stage.backbone,
+        name=name,
         autoencoder_hash=ae_hash,
     )
     trainer = Trainer(task, stage.train, run_dir, progress=progress)
     check_batch_fits(task.num_items(), stage.train.batch_size, stage.train.seed)
     if resume:
-        check_resume_config(run_dir, stage.backbone, backbone.config_dict())
-    if dist.is_main:  # every check has passed: now the run folder changes
+        check_resume_config(run_dir, name, backbone.config_dict())
+    if dist.is_main and folder is not None:
+        if fresh:
+            clear_stage(run_dir, name, run_dir / name)
+        record_config(run_dir, f"{folder}_stage", stage)
+    elif dist.is_main:  # every check has passed: now the run folder changes
         if fresh or (copy_ae and overwrite):
             clear_stage(run_dir, stage.backbone, run_dir / stage.backbone)
+            clear_stage(run_dir, "guide", run_dir / "guide")  # a guide of the model being replaced
             shutil.rmtree(run_dir / ENCODER_FOLDER, ignore_errors=True)  # a text model's other half
             (run_dir / TOKENIZER_FILE).unlink(missing_ok=True)
         if tokenizer is not None:
@@ -437,4 +475,4 @@ def _train_diffusion(
         write_json(cache.class_names if use_labels else [], run_dir / CLASSES_FILE)
     barrier()
     trainer.fit(resume=resume)
-    return run_dir / stage.backbone
+    return run_dir / name
