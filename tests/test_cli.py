@@ -821,3 +821,28 @@ def test_config_accepts_a_runs_own_config_yaml(capsys, tiny_run, tmp_path):
     bad.write_text(yaml.safe_dump({"autoencoder_stage": {"model": {"kindd": "kl"}}}))
     code, _, err = run(capsys, "train-autoencoder", "--config", str(bad), "--out", str(tmp_path / "b"))
     assert code == 1 and f"{bad} (section autoencoder_stage): unknown key 'model.kindd'" in err, err
+
+
+def test_sample_with_autoguidance_uses_the_runs_guide(capsys, tiny_run, tmp_path):
+    """--autoguidance needs guide/ (refused, nothing written, without one); the model as its own guide
+    gives the unguided images (F_g + w (F − F_g) = F)."""
+    import shutil
+
+    import numpy as np
+
+    common = ["--num-images", "3", "--steps", "2", "--class", "1"]
+    code, _, err = run(capsys, "sample", str(tiny_run), *common, "--guidance", "2", "--autoguidance",
+                       "--out", str(tmp_path / "refused"))  # fmt: skip
+    assert code == 1 and "guidance='auto' needs a guide model" in err
+    assert not (tmp_path / "refused").exists()
+    run_copy = tmp_path / "run"
+    shutil.copytree(tiny_run, run_copy)
+    shutil.copytree(run_copy / "unet", run_copy / "guide")
+    code, _, err = run(capsys, "sample", str(run_copy), *common, "--guidance", "3", "--autoguidance",
+                       "--out", str(tmp_path / "auto"))  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "sample", str(run_copy), *common, "--out", str(tmp_path / "plain"))
+    assert code == 0, err
+    for name in ("sample_0000.png", "sample_0002.png"):
+        a = np.asarray(Image.open(tmp_path / "auto" / name))
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "plain" / name))), name

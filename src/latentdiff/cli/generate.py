@@ -85,6 +85,12 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--num-images", type=int, default=16, help="written to OUT as they are made")
     p.add_argument("--batch-size", type=int, default=64, help="images sampled (and written) together")
     p.add_argument(
+        "--autoguidance",
+        action="store_true",
+        help="--guidance contrasts the model with the run's guide/ model (autoguidance, Karras et al. 2024; "
+        "what `latentdiff train` trains and its report uses) instead of its unconditional self",
+    )
+    p.add_argument(
         "--from-png",
         type=Path,
         default=None,
@@ -225,6 +231,7 @@ def cmd_sample(args: argparse.Namespace) -> str:
         batch_size=args.batch_size,
         prompt=per_prompt,
         negative_prompt=args.negative_prompt,
+        guidance="auto" if args.autoguidance else "cfg",
     )
     if prompts is not None:
         return _sample_prompts(args, batches, prompts, total)
