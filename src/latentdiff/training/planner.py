@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 # the autoencoder to 27.6 dB, past what Stage 2 needs, while its samples were the weaker part (train_budget)
 STAGE1_SHARE = 0.25
 # images a stage must see (steps × batch) before a larger preset is worth its slower steps: 1,250 steps of
-# 32 for Stage 1, about 1,100 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
+# 32 for Stage 1, about 940 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
 # images reconstructs at 28.1 dB; 8 minutes of Stage 2 on the same latents gave FID 39.2 (N = 2,000) to the
 # `small` U-Net (191,000 images), 41.1 to the `large` one (95,000) and 39.7 to `tiny` (555,000)
-# (benchmarks/guidance.py)
-MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 140_000}
+# (benchmarks/guidance.py); the emoji folder's 20-minute plan gives `small` ~140,000
+MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 120_000}
 # Autoguidance (Karras et al. 2024): a `tiny` U-Net trained on the same latents for 15 % of Stage 2's time
 # (an eighth of its steps without a budget) guides the model. On those 8-minute Fashion-MNIST models a `tiny`
 # guide of 1.5 minutes took the `small` U-Net from FID 39.2 (classifier-free, w = 1.5) to 36.1 and the
