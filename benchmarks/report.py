@@ -367,7 +367,9 @@ def train_budget_section(r: dict | None) -> list[str]:
         steps = run.get("steps", {})
         out.append(
             f"| {name}: `{run['command']}` | {run['wall_minutes']:.1f} | {steps.get('autoencoder', '–')} / "
-            f"{steps.get('diffusion', '–')} | {rec['psnr']:.2f} dB | {rec['ssim']:.3f} | {fid['fid']:.1f} | {fid['num_fake']} "
+            f"{steps.get('diffusion', '–')}"
+            + (f" + guide {steps['guide']}" if "guide" in steps else "")
+            + f" | {rec['psnr']:.2f} dB | {rec['ssim']:.3f} | {fid['fid']:.1f} | {fid['num_fake']} "
             f"| {fid['floor_real_vs_real']:.1f} | {fid['fid'] / fid['floor_real_vs_real']:.2f} |"
         )
     plan = r["runs"].get("train", {}).get("plan")

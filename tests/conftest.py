@@ -46,6 +46,24 @@ def _fp32_on_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_reference_statistics_of_temporary_folders_left_behind():
+    """Tests compute FID reference statistics of temporary image folders (~35 MB each) into the user's
+    cache, `<cache>/fid_stats/`; the ones this session added for anything but a built-in dataset are
+    deleted at its end, so that a run of the suite does not leave a gigabyte behind."""
+    from latentdiff.data.builtin import BUILTIN
+    from latentdiff.io.paths import data_root
+
+    folder = data_root() / "fid_stats"
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    yield
+    if not folder.is_dir():
+        return
+    for path in set(folder.iterdir()) - before:
+        if not any(path.name.startswith(f"{name}-") for name in BUILTIN):
+            path.unlink(missing_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def _one_intra_op_thread():
     """Every model in the suite is tiny: a second OpenMP thread buys nothing, and on a shared 2-core machine

@@ -401,7 +401,8 @@ def _fid_line(fid: dict[str, Any] | None, why_not: str | None) -> str:
         return f"- Samples: FID not measured: {why_not}."
     return (
         f"- Samples: FID **{fid['fid']:.1f}** (N = {fid['num_fake']} generated vs {fid['num_real']} "
-        f"held-out, {fid['sampler']} {fid['steps']} steps, guidance {fid['guidance_scale']}); the "
+        f"held-out, {fid['sampler']} {fid['steps']} steps, {fid.get('guidance', 'guidance')} "
+        f"{fid['guidance_scale']}); the "
         f"real-vs-real floor at that N ({fid['floor_protocol']}) is **{fid['floor_real_vs_real']:.1f}**, so "
         f"the model is at {fid['fid'] / fid['floor_real_vs_real']:.2f}× the floor. "
         f"KID {fid['kid_mean']:.4f}" + (f" ± {fid['kid_std']:.4f}." if fid["kid_std"] > 1e-9 else ".")
