@@ -846,3 +846,9 @@ def test_sample_with_autoguidance_uses_the_runs_guide(capsys, tiny_run, tmp_path
     for name in ("sample_0000.png", "sample_0002.png"):
         a = np.asarray(Image.open(tmp_path / "auto" / name))
         assert np.array_equal(a, np.asarray(Image.open(tmp_path / "plain" / name))), name
+
+
+def test_eval_with_autoguidance_needs_the_runs_guide(capsys, tiny_run):
+    argv = ["eval", str(tiny_run), "--num-samples", "4", "--guidance", "2", "--autoguidance"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "guidance='auto' needs a guide model" in err, err

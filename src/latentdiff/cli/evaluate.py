@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale, finite and >= 0 (1 = off)")
+    p.add_argument(
+        "--autoguidance", action="store_true", help="guide with the run's guide/ model (as `sample`)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
@@ -60,8 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> str:
     pipe = LatentDiffusionPipeline.from_pretrained(args.run, device=args.device)
     data = run_dataset(args.run, args.split, pipe.autoencoder.config.in_channels)
     generation = evaluate_generation(
-        pipe, data, args.num_samples, args.steps, args.sampler, args.guidance, args.num_reference, args.seed
-    )
+        pipe, data, args.num_samples, args.steps, args.sampler, args.guidance, args.num_reference, args.seed,
+        guidance="auto" if args.autoguidance else "cfg",
+    )  # fmt: skip
     autoencoder = evaluate_autoencoder(pipe.autoencoder, data)
     path = args.run / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
