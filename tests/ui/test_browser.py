@@ -229,7 +229,11 @@ def test_inpainting_regenerates_the_painted_region_and_keeps_the_rest(
     page.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     box = WebDriverWait(page, WAIT).until(lambda d: image_box(d, canvas))  # the upload is drawn
     paint_left_half(page, box)
-    WebDriverWait(page, WAIT).until(lambda d: image_box(d, canvas) != box)  # the strokes are drawn
+    WebDriverWait(page, WAIT).until(lambda d: image_box(d, canvas) != box)  # the strokes are being drawn
+    drawn: list = []  # ... and all of them: the same picture twice in a row (a loaded machine draws late)
+    WebDriverWait(page, WAIT).until(
+        lambda d: drawn.append(image_box(d, canvas)) or drawn[-2:-1] == drawn[-1:]
+    )
     page.find_element(By.ID, "inpaint-run").click()
     (result_url,) = wait_for_images(page, "inpaint-result")
     (mask_url,) = wait_for_images(page, "inpaint-mask")
@@ -297,7 +301,7 @@ def paint_left_half(driver, box) -> None:
 
     for column in (0.5, 1.5, 2.5, 3.2):
         x = left + column * width / 8
-        ys = [top + row * height / 8 for row in np.linspace(0.3, 7.7, 12)]
+        ys = [top + row * height / 8 for row in np.linspace(0.3, 7.9, 12)]  # the last row fully, too
         mouse("mouseMoved", x, ys[0], 0)  # the editor marks the cursor over the image on a move
         mouse("mousePressed", x, ys[0], 1)
         for y in ys[1:]:
