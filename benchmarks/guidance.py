@@ -29,7 +29,7 @@ from latentdiff.evaluation import evaluate_generation  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
+from latentdiff.training.trainer_state import latest_step  # noqa: E402
 from latentdiff.workflow import fid_floor  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
@@ -38,13 +38,6 @@ SAMPLER, STEPS = "dpmpp_2m", 20
 def _data_of(run: Path) -> tuple[str, int, int]:
     data = yaml.safe_load((run / "config.yaml").read_text())["diffusion_stage"]["data"]
     return data["dataset"], data["resolution"], data["channels"]
-
-
-def _steps_of(run: Path, trainer: str = "unet") -> int | None:
-    try:
-        return int(read_checkpoint(latest_checkpoint(checkpoint_root(run, trainer)))[0]["step"])
-    except Exception:  # noqa: BLE001 - a copied run without trainer state still evaluates
-        return None
 
 
 def _parse(setting: str, guides: dict[str, str]) -> tuple[str, float, str | None]:
@@ -82,15 +75,18 @@ def main() -> None:
     ).stdout.strip()
     old = read_result("guidance") or {"rows": []}
     rows = old["rows"]
+    loaded = {}  # each named guide read once: (model, its training steps)
+    for name in {guide for _, _, guide in settings if guide}:
+        folder = Path(guides[name])
+        model = load_backbone(folder, weights="ema").to(pipe.device).eval().requires_grad_(False)
+        # a checkpoint's model folder (…/step_00000500/model) or a run's backbone folder (…/unet)
+        snapshot = folder.parent.name
+        loaded[name] = (
+            model,
+            int(snapshot[5:]) if snapshot.startswith("step_") else latest_step(folder.parent, folder.name),
+        )
     for kind, scale, guide in settings:
-        pipe.guide = None
-        guide_steps = None
-        if guide:
-            folder = Path(guides[guide])
-            pipe.guide = load_backbone(folder, weights="ema").to(pipe.device).eval().requires_grad_(False)
-            # a checkpoint's model folder (…/step_00000500/model) or a run's backbone folder (…/unet)
-            snapshot = folder.parent.name
-            guide_steps = int(snapshot[5:]) if snapshot.startswith("step_") else _steps_of(folder.parent)
+        pipe.guide, guide_steps = loaded[guide] if guide else (None, None)
         start = time.perf_counter()
         fid = evaluate_generation(
             pipe, test, args.n, STEPS, SAMPLER, scale, args.n, args.seed, extractor=extractor,
@@ -100,7 +96,7 @@ def main() -> None:
         row = {
             "label": args.label,
             "run": str(args.run),
-            "model_steps": _steps_of(args.run),
+            "model_steps": latest_step(args.run, "unet"),
             "guidance": kind,
             "scale": scale,
             "guide": guide,

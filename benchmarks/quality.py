@@ -44,7 +44,7 @@ from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
-from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint  # noqa: E402
+from latentdiff.training.trainer_state import latest_step  # noqa: E402
 from latentdiff.workflow import fid_floor, guide_stage_of, plan_run, stages_of  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
@@ -86,10 +86,6 @@ RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm, "train": recipe_tra
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return out.stdout.strip() or "unknown"
-
-
-def _steps(run_dir: Path, trainer: str) -> int:
-    return int(read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))[0]["step"])
 
 
 def _presets(run_dir: Path) -> dict:
@@ -157,11 +153,11 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
         "stage1_minutes": stage1,
         "evaluation_minutes": (time.perf_counter() - eval_start) / 60,
         "work": {
-            "autoencoder_steps": _steps(run_dir, "autoencoder"),
+            "autoencoder_steps": latest_step(run_dir, "autoencoder"),
             "autoencoder_batch": ae_stage.train.batch_size,
-            "diffusion_steps": _steps(run_dir, "unet"),
+            "diffusion_steps": latest_step(run_dir, "unet"),
             "diffusion_batch": dm_stage.train.batch_size,
-            **({"guide_steps": _steps(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
+            **({"guide_steps": latest_step(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
         },
         "models": {
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,

@@ -32,7 +32,7 @@ from latentdiff.diffusion.schedule import make_schedule
 from latentdiff.io.autoencoder_record import check_autoencoder_pair
 from latentdiff.io.checkpoint import CheckpointError, read_json
 from latentdiff.io.images import to_pil, to_uint8
-from latentdiff.nets.backbones import find_backbone_folder, load_backbone
+from latentdiff.nets.backbones import GUIDE_FOLDER, find_backbone_folder, load_backbone
 from latentdiff.text.conditioned import is_text_run, load_text_conditioned
 from latentdiff.text.prompt_interpolation import prompt_path
 from latentdiff.training.distributed import resolve_device
@@ -40,7 +40,6 @@ from latentdiff.training.distributed import resolve_device
 log = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "pt"]
-GUIDE_FOLDER = "guide"  # a run's autoguidance guide: a weaker backbone on the same latents
 Labels = int | str | Sequence[int | str] | torch.Tensor | None
 Prompts = str | Sequence[str] | None
 
@@ -81,7 +80,7 @@ class LatentDiffusionPipeline:
         self.precond = Preconditioning(diffusion.prediction, diffusion.sigma_data)
         self.class_names = list(class_names or [])
         self.progress = True
-        # autoguidance's weaker model (`guide/` of a run, see `load_guide`); None: classifier-free only
+        # autoguidance's weaker model (a run's `guide/`, loaded by `from_pretrained`); None: none
         self.guide: torch.nn.Module | None = None
 
     @classmethod
@@ -302,7 +301,8 @@ class LatentDiffusionPipeline:
             )
         if guidance == "auto" and self.guide is None:
             raise ValueError(
-                "guidance='auto' needs a guide model: a run trained with one has `guide/` (see `load_guide`)"
+                "guidance='auto' needs a guide model: a run trained with one has `guide/`, which "
+                "`from_pretrained` loads"
             )
         if guidance == "cfg" and guidance_scale != 1.0 and not cond:
             raise ValueError(
@@ -360,7 +360,7 @@ class LatentDiffusionPipeline:
         """Sample `num_images` images, `height`×`width` pixels (default: the trained size; see
         `latent_size`). The initial noise of image i does not depend on `batch_size`. `guidance` says what
         `guidance_scale` contrasts the model with: "cfg" its unconditional (or negative) self, "auto" the
-        run's guide model under the same conditioning (autoguidance; needs `guide/`, see `load_guide`)."""
+        run's guide model under the same conditioning (autoguidance; needs the run's `guide/`)."""
         images = list(
             self.generate_batches(
                 num_images, steps, sampler, guidance_scale, class_labels, negative_class_labels, seed,

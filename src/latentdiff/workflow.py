@@ -41,7 +41,7 @@ from latentdiff.training.planner import (
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.run_folder import RunFolderError
 from latentdiff.training.stages import DataConfig
-from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint, read_checkpoint
+from latentdiff.training.trainer_state import latest_step
 
 log = logging.getLogger(__name__)
 PLAN_FILE = "plan.yaml"
@@ -182,11 +182,6 @@ def guide_stage_of(plan: Plan, seed: int = 0, device: str = "auto"):
     )
 
 
-def _steps_done(run_dir: Path, trainer: str) -> int:
-    state, _ = read_checkpoint(latest_checkpoint(checkpoint_root(run_dir, trainer)))
-    return int(state["step"])
-
-
 def train_everything(
     data: str,
     out: str | Path,
@@ -234,9 +229,9 @@ def train_everything(
     clock.add("evaluation", start)
     metrics["minutes"] = clock.totals()
     metrics["steps"] = {
-        "autoencoder": _steps_done(run_dir, "autoencoder"),
-        "diffusion": _steps_done(run_dir, "unet"),
-        **({"guide": _steps_done(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
+        "autoencoder": latest_step(run_dir, "autoencoder"),
+        "diffusion": latest_step(run_dir, "unet"),
+        **({"guide": latest_step(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
     }
     write_json(metrics, run_dir / "metrics.json")
     report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)

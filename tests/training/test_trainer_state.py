@@ -44,3 +44,15 @@ def test_fused_adamw_restored_from_disk_continues_exactly_on_channels_last_weigh
     _steps(resumed, opt_resumed, range(3, 6))
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_latest_step_reads_the_newest_complete_checkpoints_folder_name(tmp_path):
+    from latentdiff.training.trainer_state import checkpoint_root, latest_step
+
+    assert latest_step(tmp_path, "unet") is None
+    root = checkpoint_root(tmp_path, "unet")
+    for step, complete in ((500, True), (739, True), (900, False)):  # 900: an interrupted save
+        (root / f"step_{step:08d}").mkdir(parents=True)
+        if complete:
+            (root / f"step_{step:08d}" / "trainer.json").write_text("{}")
+    assert latest_step(tmp_path, "unet") == 739 and latest_step(tmp_path, "guide") is None

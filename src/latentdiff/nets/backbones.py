@@ -24,6 +24,9 @@ from latentdiff.nets.unet import UNet, UNetConfig
 
 # name -> (module class, config class); the name is the `backbone` field of config.json and the folder
 # the trained backbone is written to inside a run.
+# a run's autoguidance guide (`latentdiff train` trains it after the backbone): a weaker backbone on the
+# same latents, in a folder of the same format
+GUIDE_FOLDER = "guide"
 BACKBONES: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetConfig),
     "dit": (DiT, DiTConfig),

@@ -29,7 +29,7 @@ from latentdiff.io.checkpoint import (
     save_model_folder,
     write_json,
 )
-from latentdiff.nets.backbones import BACKBONES, build_backbone, find_backbone_folder
+from latentdiff.nets.backbones import BACKBONES, GUIDE_FOLDER, build_backbone, find_backbone_folder
 from latentdiff.text.conditioned import ENCODER_FOLDER, TextConditioned
 from latentdiff.text.encoder import TextEncoder, TextEncoderConfig
 from latentdiff.text.tokenizer import FILE_NAME as TOKENIZER_FILE
@@ -358,7 +358,7 @@ def _check_guide(stage: DiffusionStage, run_dir: Path, folder: str) -> None:
     """A guide is trained after the run's model, on its latents, with its noise schedule and preconditioning
     (autoguidance combines the two networks' outputs: they must mean the same thing)."""
     if folder in BACKBONES or folder in ("autoencoder", ENCODER_FOLDER):
-        raise ValueError(f"folder={folder!r} is a run folder's own part; a guide goes to 'guide'")
+        raise ValueError(f"folder={folder!r} is a run folder's own part; a guide goes to {GUIDE_FOLDER!r}")
     if find_backbone_folder(run_dir) is None or not (run_dir / SCHEDULER_FILE).is_file():
         raise RunFolderError(f"{run_dir} has no trained backbone yet: train it before its guide")
     if wants_text(stage):
@@ -463,7 +463,7 @@ def _train_diffusion(
     elif dist.is_main:  # every check has passed: now the run folder changes
         if fresh or (copy_ae and overwrite):
             clear_stage(run_dir, stage.backbone, run_dir / stage.backbone)
-            clear_stage(run_dir, "guide", run_dir / "guide")  # a guide of the model being replaced
+            clear_stage(run_dir, GUIDE_FOLDER, run_dir / GUIDE_FOLDER)  # the replaced model's guide
             shutil.rmtree(run_dir / ENCODER_FOLDER, ignore_errors=True)  # a text model's other half
             (run_dir / TOKENIZER_FILE).unlink(missing_ok=True)
         if tokenizer is not None:

@@ -52,6 +52,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def latest_step(run_dir: Path, stage: str) -> int | None:
+    """The step of a stage's latest checkpoint (its folder's name: no weights are read), None without one."""
+    found = list_checkpoints(checkpoint_root(run_dir, stage))
+    return found[-1][0] if found else None
+
+
 def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
