@@ -25,7 +25,6 @@ from suite_device import TEST_DEVICE
 pytest.importorskip("gradio", reason="the web UI needs the `ui` extra: pip install -e '.[ui]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the `test` extra)")
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -321,12 +320,7 @@ def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(page, serve
     WebDriverWait(page, WAIT).until(lambda d: image_urls(d, "preview"))  # sampling is under way
     started = time.monotonic()
     page.find_element(By.ID, "cancel").click()
-    try:
-        status = wait_for_text(page, "cancelled after step", timeout=30)
-    except TimeoutException:
-        # seen once in a full suite run (never alone): the click was lost; the user clicks again
-        page.find_element(By.ID, "cancel").click()
-        status = wait_for_text(page, "cancelled after step", timeout=30)
+    status = wait_for_text(page, "cancelled after step", timeout=60)
     stopped_after = time.monotonic() - started
     step = int(status.split("cancelled after step ")[1].split()[0])
     assert 0 < step < 500 and stopped_after < 60, (status, stopped_after)

@@ -166,9 +166,11 @@ class Page:
         seeds = f"seed {params.seed}" if count == 1 else f"seeds {params.seed}–{params.seed + count - 1}"
         return f"{len(images)} image(s), {seeds}, {params.steps} steps, {params.sampler}"
 
-    def cancel(self, request) -> str:
+    def cancel(self, request) -> None:
+        """Sets the session's cancel switch. It writes nothing on the page: the sampling's own last message
+        ("cancelled after step k") says it stopped, and an answer of this handler could reach the page after
+        that message and stay there for good ("cancelling…" forever, seen under load)."""
         self.cancel_event(request.session_hash).set()
-        return "cancelling…"
 
     def load_settings(self, gr, file) -> tuple:
         """A PNG's parameters back into the settings column (and the edit tabs' own values)."""
@@ -461,12 +463,12 @@ def build_page(studio: Studio):
             settings = [run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler]
             yield from page.generate(gr, [*settings, guidance, size], count, request, progress)
 
-        def on_cancel(request: gr.Request):
-            return page.cancel(request)
+        def on_cancel(request: gr.Request) -> None:
+            page.cancel(request)
 
         sampling = dict(concurrency_id="sampling", concurrency_limit=1)
         generate.click(on_generate, [*settings, count], [preview, gallery, status, last_seed], **sampling)
-        cancel.click(on_cancel, None, status, concurrency_limit=None)
+        cancel.click(on_cancel, None, None, concurrency_limit=None)
         random_seed.click(lambda: RANDOM_SEED, None, seed, queue=False)
         reuse_seed.click(lambda last: RANDOM_SEED if last is None else last, last_seed, seed, queue=False)
         load_png.upload(
