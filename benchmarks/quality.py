@@ -4,6 +4,12 @@ train against the 10,000 test images) in the same table, for a recipe trained in
 
     python benchmarks/quality.py --recipe demo --minutes 15          # one point; merges into results
     python benchmarks/quality.py --recipe demo_edm --minutes 15 --n 2000
+    python benchmarks/quality.py --run runs/demo                     # score `make demo`'s own run
+
+With `--run RUN` nothing is trained: a run that `latentdiff train --data fashion-mnist --minutes M` made
+(`make demo`'s runs/demo) is scored as the `train` recipe at its budget, its minutes read from
+RUN/minutes.json (the whole command: probe, both stages, encoding, guide and its own evaluation) — one run
+then answers both "what does the demo take" and "what does it score at N = 10,000".
 
 A point = one recipe trained from scratch for `--minutes` of wall clock, both stages included (Stage 1, its
 latent statistics, the encoding and Stage 2, each stage's cosine schedule fitted to its share), then
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import subprocess
 import sys
 import time
@@ -88,6 +95,10 @@ def _commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def _batch(run_dir: Path, stage: str) -> int:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())[stage]["train"]["batch_size"]
+
+
 def _presets(run_dir: Path) -> dict:
     """The sizes `latentdiff train`'s plan chose (the `train` recipe only)."""
     plan = run_dir / "plan.yaml"
@@ -97,7 +108,8 @@ def _presets(run_dir: Path) -> dict:
     return {"autoencoder_preset": chosen["autoencoder"], "backbone_preset": chosen["backbone"]}
 
 
-def measure(recipe: str, minutes: float, n: int, seed: int, extractor: InceptionFeatures) -> dict:
+def train_recipe(recipe: str, minutes: float, seed: int) -> tuple[Path, dict, float]:
+    """Trains a recipe from scratch; returns its run folder, its minutes and the guidance scale."""
     run_dir = RUNS / "quality" / f"{recipe}_{minutes:g}min"
     start = time.perf_counter()
     ae_stage, dm_stage, guidance, guide_stage = RECIPES[recipe](minutes, seed, run_dir)
@@ -106,7 +118,43 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
     train_diffusion(dm_stage, run_dir, overwrite=True, progress=False)
     if guide_stage is not None:
         train_diffusion(guide_stage, run_dir, progress=False, folder=GUIDE_FOLDER)
-    trained = (time.perf_counter() - start) / 60
+    timing = {"training_minutes": (time.perf_counter() - start) / 60, "stage1_minutes": stage1}
+    return run_dir, timing, guidance
+
+
+def trained_run(run_dir: Path) -> tuple[dict, float]:
+    """A run `latentdiff train --data fashion-mnist --minutes M` made: its budget and minutes per phase."""
+    request = yaml.safe_load((run_dir / "plan.yaml").read_text())
+    if request.get("data") != "fashion-mnist" or not request.get("minutes"):
+        raise SystemExit(f"--run {run_dir}: not a time-budgeted `latentdiff train --data fashion-mnist` run")
+    phases = json.loads((run_dir / "minutes.json").read_text())
+    timing = {
+        "budget_minutes": float(request["minutes"]),
+        "training_minutes": phases["total"] - phases.get("evaluation", 0.0),
+        "stage1_minutes": phases.get("stage1", 0.0),
+        "command_minutes": phases["total"],
+        "minutes_per_phase": {k: v for k, v in phases.items() if k not in ("total", "sessions")},
+        "trained_by": f"latentdiff train --data fashion-mnist --minutes {request['minutes']:g}",
+    }
+    return timing, 2.0
+
+
+def measure(
+    recipe: str,
+    minutes: float,
+    n: int,
+    seed: int,
+    extractor: InceptionFeatures,
+    run: Path | None = None,
+    rfid: bool = False,
+) -> dict:
+    if run is None:
+        run_dir, timing, guidance = train_recipe(recipe, minutes, seed)
+        timing = {"budget_minutes": minutes, **timing}
+    else:
+        run_dir = run
+        timing, guidance = trained_run(run)
+        minutes = timing["budget_minutes"]
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
     kind = "auto" if pipe.guide is not None else "cfg"
     train = load_dataset("fashion-mnist", "train", 32, 1)
@@ -123,7 +171,7 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
         seed,
         extractor=extractor,
         progress=False,
-        reconstruction=False,
+        reconstruction=rfid,
         guidance=kind,
     )
     fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress=False)
@@ -148,16 +196,14 @@ def measure(recipe: str, minutes: float, n: int, seed: int, extractor: Inception
     )
     return {
         "recipe": recipe,
-        "budget_minutes": minutes,
-        "training_minutes": trained,
-        "stage1_minutes": stage1,
+        **timing,
         "evaluation_minutes": (time.perf_counter() - eval_start) / 60,
         "work": {
             "autoencoder_steps": latest_step(run_dir, "autoencoder"),
-            "autoencoder_batch": ae_stage.train.batch_size,
+            "autoencoder_batch": _batch(run_dir, "autoencoder_stage"),
             "diffusion_steps": latest_step(run_dir, "unet"),
-            "diffusion_batch": dm_stage.train.batch_size,
-            **({"guide_steps": latest_step(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
+            "diffusion_batch": _batch(run_dir, "diffusion_stage"),
+            **({"guide_steps": latest_step(run_dir, GUIDE_FOLDER)} if pipe.guide is not None else {}),
         },
         "models": {
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,
@@ -206,10 +252,19 @@ def main() -> None:
         "--n", type=int, default=10_000, help="generated and reference images (standard: 10,000)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run", type=Path, help="score this `latentdiff train` run instead of training one")
+    parser.add_argument(
+        "--rfid",
+        action="store_true",
+        help="also the autoencoder's rFID at the same N (what Stage 1 alone costs; N more Inception passes)",
+    )
     args = parser.parse_args()
     setup()
     torch.manual_seed(args.seed)
-    point = measure(args.recipe, args.minutes, args.n, args.seed, InceptionFeatures())
+    if args.run is not None:
+        args.recipe = "train"
+    point = measure(args.recipe, args.minutes, args.n, args.seed, InceptionFeatures(), args.run, args.rfid)
+    args.minutes = point["budget_minutes"]
     old = read_result("quality") or {"points": []}
     points = [
         p

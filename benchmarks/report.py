@@ -260,19 +260,25 @@ def quality_section(r: dict | None) -> list[str]:
         "in the budget; the work it trained is stated beside it (the reproducible quantity).",
         "",
         "| recipe | budget (min) | trained (min) | models | work: Stage 1 steps × batch, Stage 2 steps × batch | "
-        "sampler | guidance | N | FID | KID | floor | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "sampler | guidance | N | FID | KID | rFID | floor | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(r["points"], key=lambda p: (p["recipe"], p["budget_minutes"])):
         f, w = p["fid"], p["work"]
+        work = f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']}"
+        if "guide_steps" in w:
+            work += f" + guide {w['guide_steps']} × {w['diffusion_batch']}"
+        trained = f"{p['training_minutes']:.1f}"
+        if "command_minutes" in p:  # a `latentdiff train` run scored afterwards: its whole command, too
+            trained += f" ({p['command_minutes']:.1f} with its evaluation)"
+        guidance = f"{f['guidance_scale']}" + (
+            " (autoguidance)" if f.get("guidance") == "autoguidance" else ""
+        )
+        rfid = f"{f['rfid']:.2f}" if "rfid" in f else "–"
         out.append(
-            f"| {p['recipe']} | {p['budget_minutes']:g} | {p['training_minutes']:.1f} | {_models(p.get('models'))} | "
-            f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']}"
-            + (f" + guide {w['guide_steps']} × {w['diffusion_batch']}" if "guide_steps" in w else "")
-            + f" | {f['sampler']} {f['steps']} | {f['guidance_scale']}"
-            + (" (autoguidance)" if f.get("guidance") == "autoguidance" else "")
-            + f" | {f['num_fake']} | **{f['fid']:.2f}** | "
-            f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
+            f"| {p['recipe']} | {p['budget_minutes']:g} | {trained} | {_models(p.get('models'))} | {work} | "
+            f"{f['sampler']} {f['steps']} | {guidance} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{f['kid_mean']:.4f} | {rfid} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
         )
     out += ["", f"![FID against minutes]({FIG}/{r['plot']})"]
     for p in r["points"]:

@@ -36,6 +36,7 @@ from latentdiff.training.planner import (
     Plan,
     inspect_data,
     make_plan,
+    probe_inception,
     probe_speeds,
 )
 from latentdiff.training.run import train_autoencoder, train_diffusion
@@ -128,7 +129,9 @@ def plan_run(
     if minutes is not None or device.type == "cpu":
         sizes = presets.PRESET_NAMES if minutes is not None else (size or "small",)
         speeds = probe_speeds(summary, device, tuple(p for p in presets.PRESET_NAMES if p in sizes))
-    plan = make_plan(summary, device, minutes, size, speeds, time.perf_counter() - start, steps)
+    # the evaluation's FID is part of a budget: its Inception-v3 speed varies 2× between machines
+    inception = probe_inception(device) if minutes is not None else None
+    plan = make_plan(summary, device, minutes, size, speeds, time.perf_counter() - start, steps, inception)
     _save_plan(run_dir, plan, request)
     return plan
 

@@ -48,11 +48,14 @@ GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
 # Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores, the
 # 15-minute Fashion-MNIST plan: encoding 60,000 images ran at 4.5× the autoencoder's training images/s,
-# DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation), and Inception-v3
-# seconds per image (10,000 in 5 minutes on 2 cores; a GPU ~15× faster).
+# DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation). Inception-v3's
+# seconds per image are measured by `probe_inception` (2 Zen 4 cores: 0.06-0.07, 15-16 images/s); these
+# are the fallback when they are not (a GPU ~15× faster).
 ENCODE_SPEEDUP = 4.0
 SAMPLING_SPEEDUP = 2.0
-INCEPTION_SECONDS = {"cpu": 0.03, "cuda": 0.002}
+INCEPTION_SECONDS = {"cpu": 0.065, "cuda": 0.004}
+# Inception passes of the evaluation: held-out reference images, samples, train images (the floor)
+INCEPTION_PASSES = 3
 NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8), "shapes": (3, 32)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
 DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
@@ -232,6 +235,20 @@ def probe_unet(
     return _training_rate(model, lambda: (model(z, t, cond).float() - z).pow(2).mean(), batch, device)
 
 
+def probe_inception(device: torch.device) -> float | None:
+    """Seconds per image of the evaluation's Inception-v3 features on this machine (its FID costs 3 passes
+    of `SAMPLES_FOR_EVAL` images: ~3 minutes on 2 CPU cores, which the plan must keep back); None when the
+    weights are not installed (no FID is then measured)."""
+    from latentdiff.metrics.inception import InceptionFeatures, InceptionWeightsError
+
+    try:
+        extractor = InceptionFeatures(device)
+    except InceptionWeightsError:
+        return None
+    x = torch.zeros(extractor.batch_size, 3, 32, 32, device=device)
+    return _timed_steps(lambda: extractor(x)) / extractor.batch_size
+
+
 def probe_speeds(
     summary: DataSummary,
     device: torch.device,
@@ -283,6 +300,7 @@ class Plan:
     text: bool = False  # text-conditioned Stage 2 (the data has captions); `conditional` is about classes
     encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
     guide_minutes: float = 0.0  # the autoguidance guide's training time, after Stage 2 (within its share)
+    inception_seconds: float | None = None  # measured seconds per image of the evaluation's Inception-v3
 
     def describe(self) -> str:
         kind = (
@@ -330,19 +348,25 @@ def eval_minutes_for(budget: float) -> float:
 
 
 def expected_overheads(
-    summary: DataSummary, device: torch.device, ae_rate: float, dm_rate: float
+    summary: DataSummary,
+    device: torch.device,
+    ae_rate: float,
+    dm_rate: float,
+    inception_seconds: float | None = None,
 ) -> tuple[float, float]:
     """(minutes of latent statistics + encoding, minutes of evaluation) for models training at `ae_rate` and
     `dm_rate` images/s: the evaluation samples min(1,000, held-out) images with DPM-Solver++ 20 steps (two
-    network evaluations per step with guidance), embeds them and as many held-out and train images with
-    Inception-v3 (the floor), and reconstructs as many held-out images for PSNR/SSIM."""
+    network evaluations per step with guidance), embeds them and as many held-out and train images (the
+    floor) with Inception-v3 at `inception_seconds` per image (the measured speed; else
+    `INCEPTION_SECONDS`), and reconstructs as many held-out images for PSNR/SSIM."""
     encode_rate = ENCODE_SPEEDUP * ae_rate
     n_train = summary.num_images
     statistics_and_encoding = (min(10_000, n_train) + n_train) / encode_rate / 60
     n_eval = max(1, min(SAMPLES_FOR_EVAL, n_train // 9))
     evaluations = 20 * (2 if summary.num_classes or summary.captioned else 1)
     sampling = (n_eval + 80) * evaluations / (SAMPLING_SPEEDUP * dm_rate)
-    inception = 3 * n_eval * INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
+    per_image = inception_seconds or INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
+    inception = INCEPTION_PASSES * n_eval * per_image
     reconstruction = n_eval / (ENCODE_SPEEDUP / 2 * ae_rate)
     return statistics_and_encoding, (sampling + inception + reconstruction + 10) / 60
 
@@ -355,9 +379,11 @@ def make_plan(
     speeds: dict[str, dict[str, float]] | None = None,
     probe_seconds: float = 0.0,
     steps: tuple[int, int] | None = None,
+    inception_seconds: float | None = None,
 ) -> Plan:
-    """The plan for `minutes` of wall clock (evaluation included), choosing sizes from measured `speeds`;
-    or, with `size` (or neither), that preset for both stages with a stated expected time."""
+    """The plan for `minutes` of wall clock (evaluation included), choosing sizes from measured `speeds`
+    (and the evaluation's time from the measured `inception_seconds` per image); or, with `size` (or
+    neither), that preset for both stages with a stated expected time."""
     f = choose_f(summary.resolution)
     side = summary.resolution // f
     batch = {"autoencoder": 32, "diffusion": 128 if side <= 8 else 64}
@@ -377,7 +403,7 @@ def make_plan(
             ae_rate, dm_rate = speeds["autoencoder"][size], speeds["diffusion"][size]
             s1 = work["autoencoder"] * batch["autoencoder"] / ae_rate / 60
             s2 = work["diffusion"] * batch["diffusion"] / dm_rate / 60
-            encode, ev = expected_overheads(summary, device, ae_rate, dm_rate)
+            encode, ev = expected_overheads(summary, device, ae_rate, dm_rate, inception_seconds)
             reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
         guide = 0.0
         if not summary.captioned:
@@ -405,6 +431,7 @@ def make_plan(
             text=summary.captioned,
             encode_minutes=encode,
             guide_minutes=guide,
+            inception_seconds=inception_seconds,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -427,7 +454,9 @@ def make_plan(
             ]
             chosen[stage] = max(fitting[stage], key=PRESET_NAMES.index) if fitting[stage] else "tiny"
         rates = {stage: speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"] for stage in chosen}
-        new_overhead, new_ev = expected_overheads(summary, device, rates["autoencoder"], rates["diffusion"])
+        new_overhead, new_ev = expected_overheads(
+            summary, device, rates["autoencoder"], rates["diffusion"], inception_seconds
+        )
         settled = abs(new_overhead - overhead) + abs(new_ev - ev) < 0.05
         overhead, ev = new_overhead, new_ev
         if settled:
@@ -457,8 +486,9 @@ def make_plan(
     reasons.append(
         f"time: {minutes:g} min = {probe_seconds / 60:.1f} probing + {s1:.1f} Stage 1 ({STAGE1_SHARE:.0%} of "
         f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + "
-        f"{guide:.1f} its guide + {ev:.1f} evaluation (both estimated from the measured speeds); each "
-        "stage's cosine schedule is fitted to its time"
+        f"{guide:.1f} its guide + {ev:.1f} evaluation (both estimated from the measured speeds"
+        + (f"; Inception-v3 {1 / inception_seconds:.0f} images/s" if inception_seconds else "")
+        + "); each stage's cosine schedule is fitted to its time"
     )
     return Plan(
         summary.name,
@@ -480,6 +510,7 @@ def make_plan(
         text=summary.captioned,
         encode_minutes=overhead,
         guide_minutes=guide,
+        inception_seconds=inception_seconds,
     )
 
 
