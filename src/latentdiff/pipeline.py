@@ -435,9 +435,10 @@ class LatentDiffusionPipeline:
         output_type: OutputType = "pt",
         prompt: Prompts = None,
         negative_prompt: Prompts = None,
+        guidance: str = "cfg",
     ) -> Any:
         """SDEdit in latent space: noise E(x) to the timestep of `strength` and denoise from there.
-        strength 0 returns the reconstruction, 1 ignores the input."""
+        strength 0 returns the reconstruction, 1 ignores the input. `guidance` as for `__call__`."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         g = self._generator(seed, generator)
@@ -449,7 +450,7 @@ class LatentDiffusionPipeline:
         noise = torch.randn(z0.shape, generator=g, device=g.device).to(self.device)
         z_t = self.schedule.add_noise(z0, noise, t.expand(len(z0)).to(self.device))
         conds = self.conditions(class_labels, negative_class_labels, len(z0), prompt, negative_prompt)
-        z = self._denoise(z_t, steps, sampler, guidance_scale, conds, g, start_index=skip)
+        z = self._denoise(z_t, steps, sampler, guidance_scale, conds, g, start_index=skip, guidance=guidance)
         return self._output(self.decode(z), output_type)
 
     def latent_mask(self, mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -482,10 +483,11 @@ class LatentDiffusionPipeline:
         output_type: OutputType = "pt",
         prompt: Prompts = None,
         negative_prompt: Prompts = None,
+        guidance: str = "cfg",
     ) -> Any:
         """Regenerate the region where `mask` is 1 and keep the rest: after every step the known latents,
         noised to the current timestep, replace the unmasked part (the blended-latent scheme of
-        Avrahami et al. 2023 and Stable Diffusion's legacy inpainting)."""
+        Avrahami et al. 2023 and Stable Diffusion's legacy inpainting). `guidance` as for `__call__`."""
         g = self._generator(seed, generator)
         z_known = self.encode(images)
         m = self.latent_mask(mask, images)
@@ -498,7 +500,7 @@ class LatentDiffusionPipeline:
 
         x_T = self.noise(len(images), g, size=tuple(z_known.shape[-2:]))  # the input's own size
         conds = self.conditions(class_labels, negative_class_labels, len(images), prompt, negative_prompt)
-        z = self._denoise(x_T, steps, sampler, guidance_scale, conds, g, callback=blend)
+        z = self._denoise(x_T, steps, sampler, guidance_scale, conds, g, callback=blend, guidance=guidance)
         return self._output(self.decode(z), output_type)
 
     @torch.no_grad()
@@ -517,9 +519,11 @@ class LatentDiffusionPipeline:
         negative_prompt: Prompts = None,
         height: int | None = None,
         width: int | None = None,
+        guidance: str = "cfg",
     ) -> Any:
         """`n` images along the great circle between the initial noise of `seed_a` and `seed_b`; the
-        endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws (at the same `height`/`width`)."""
+        endpoints are what `pipe(num_images=1, seed=seed_a | seed_b)` draws (at the same `height`/`width`
+        and `guidance`)."""
         if n < 2:
             raise ValueError(f"interpolate needs n >= 2, got {n}")
         size = self.latent_size(height, width)
@@ -532,7 +536,8 @@ class LatentDiffusionPipeline:
             g = torch.Generator().manual_seed(seed_a if i < n - 1 else seed_b)
             self.noise(1, g, size=size)
             one = self._rows(conds, slice(i, i + 1))
-            images.append(self.decode(self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, one, g)))
+            z = self._denoise(x_T[i : i + 1], steps, sampler, guidance_scale, one, g, guidance=guidance)
+            images.append(self.decode(z))
         return self._output(torch.cat(images), output_type)
 
     @torch.no_grad()

@@ -29,3 +29,19 @@ def tiny_text_run(tiny_run, tmp_path_factory) -> Path:
     argv = ["-q", "train-diffusion", "--data", str(data), "--out", str(run), "--autoencoder"]
     assert main([*argv, str(tiny_run / "autoencoder"), "--steps", "4", "--batch-size", "8", *tiny]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def guided_run(tiny_run, tmp_path_factory):
+    """The tiny run with a guide model: its own U-Net with every weight scaled by 0.9 (a weaker network)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path_factory.mktemp("guided") / "guided_run"  # a name no other run contains
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "unet", run / "guide")
+    for path in (run / "guide").glob("*.safetensors"):
+        weights = load_file(path)
+        save_file({k: v * 0.9 if v.is_floating_point() else v for k, v in weights.items()}, path)
+    return run

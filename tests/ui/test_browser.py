@@ -46,11 +46,13 @@ WAIT = 120  # seconds any one thing on the page may take on a busy 2-core machin
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def server(tiny_run, tmp_path_factory):
+def server(tiny_run, guided_run, tmp_path_factory):
+    """The page over two runs: the tiny run (shown first) and a copy of it with a guide model."""
     from latentdiff.ui.server import ServeConfig, start_server
 
     out = tmp_path_factory.mktemp("ui_outputs")
-    srv = start_server(ServeConfig(runs=[tiny_run], out=out, port=_free_port(), device=TEST_DEVICE))
+    runs = [tiny_run, guided_run]
+    srv = start_server(ServeConfig(runs=runs, out=out, port=_free_port(), device=TEST_DEVICE))
     srv.test_out = out  # where the tests find the files the page saved
     yield srv
     srv.close()
@@ -329,6 +331,29 @@ def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(page, serve
     set_value(page, "steps", 2)
     page.find_element(By.ID, "generate").click()
     assert wait_for_images(page, "gallery", before), "the next request is served"
+
+
+def test_a_run_with_a_guide_offers_autoguidance_and_shows_the_pipelines_image(page, guided_run):
+    open_tab(page, "Generate")
+    def kind_shown(d) -> bool:  # Gradio leaves a hidden control out of the page, or hides it
+        return any(e.is_displayed() for e in d.find_elements(By.ID, "guidance-kind"))
+
+    assert not kind_shown(page), "the first run has no guide"
+    choose(page, "run", guided_run.name)
+    WebDriverWait(page, WAIT).until(kind_shown)
+    chosen = _in(page, "guidance-kind", "input:checked").get_attribute("value")
+    assert chosen == "auto", "a run with a guide starts on autoguidance"
+    set_value(page, "seed", 6)
+    set_value(page, "steps", 3)
+    set_value(page, "guidance", 2)
+    page.find_element(By.ID, "generate").click()
+    (url,) = wait_for_images(page, "gallery")
+    shown, _ = download(url)
+    guided = LatentDiffusionPipeline.from_pretrained(guided_run, device=TEST_DEVICE)
+    expected = guided(num_images=1, steps=3, guidance_scale=2.0, guidance="auto", seed=6, output_type="np")[
+        0, ..., 0
+    ]  # unconditional: only autoguidance can guide it
+    assert np.array_equal(shown, expected), "the page shows pipe(..., guidance='auto')'s image"
 
 
 def test_the_server_serves_no_file_outside_its_output_folder(server, tiny_run):

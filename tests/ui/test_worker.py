@@ -60,6 +60,7 @@ def test_cancel_stops_after_the_step_in_progress_and_previews_show_x0(studio):
         (dict(guidance=-1.0), "guidance must be a finite number >= 0"),
         (dict(prompt="a cat"), "takes no text"),
         (dict(run="elsewhere"), "unknown run 'elsewhere'"),
+        (dict(class_label="1", guidance=2.0, guidance_kind="auto"), "autoguidance needs the run's guide"),
     ],
 )
 def test_bad_settings_are_refused_with_a_message_before_sampling(studio, change, message):
@@ -150,3 +151,26 @@ def test_interpolating_between_prompts_is_pipe_interpolate_prompts(tiny_text_run
     assert read_generation_params(path).prompt_b == "a square on the right"
     with pytest.raises(ValueError, match="type prompt B"):
         studio.interpolate_prompts(params, "", 3)
+
+
+def test_autoguidance_on_the_page_is_the_pipelines_for_generate_and_the_edits(guided_run, tmp_path):
+    """An unconditional image guided by the run's guide (what classifier-free guidance cannot do), the
+    same for img2img; the PNG records the kind; a negative class (a classifier-free notion) is refused."""
+    studio = Studio([guided_run], tmp_path / "out", device=TEST_DEVICE)
+    name = next(iter(studio.infos))
+    assert studio.infos[name].has_guide
+    pipe = studio.pipe(name)
+    params = GenerationParams(run=name, seed=2, steps=3, guidance=2.0, guidance_kind="auto")
+    (path,) = studio.generate(params, 1, threading.Event())
+    expected = pipe(num_images=1, steps=3, guidance_scale=2.0, guidance="auto", seed=2, output_type="np")
+    assert np.array_equal(np.asarray(Image.open(path)), expected[0, ..., 0])
+    assert not np.array_equal(expected, pipe(num_images=1, steps=3, seed=2, output_type="np")), "guided"
+    assert read_generation_params(path).guidance_kind == "auto"
+    digit = Image.fromarray((np.add.outer(np.arange(8), np.arange(8)) * 16).clip(0, 255).astype(np.uint8))
+    edited = studio.img2img(GenerationParams(**{**vars(params), "strength": 0.6}), digit)
+    x = studio.load_input(name, digit)
+    again = pipe.img2img(x, 0.6, steps=3, guidance_scale=2.0, guidance="auto", seed=2, output_type="np")
+    assert np.array_equal(np.asarray(Image.open(edited)), again[0, ..., 0])
+    with pytest.raises(ValueError, match="negative class or prompt steers classifier-free guidance"):
+        negative = GenerationParams(run=name, class_label="1", negative_class="2", guidance_kind="auto")
+        studio.generate(negative, 1, threading.Event())

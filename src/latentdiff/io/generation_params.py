@@ -39,6 +39,9 @@ class GenerationParams:
     steps: int = 20
     sampler: str = "dpmpp_2m"
     guidance: float = 1.0
+    # what `guidance` contrasts the model with: "cfg" its unconditional (or negative) self, "auto" the run's
+    # guide model (autoguidance); images saved before this field existed were made with "cfg"
+    guidance_kind: Literal["cfg", "auto"] = "cfg"
     height: int | None = None  # image size in pixels; None: the size the run was trained at
     width: int | None = None
     strength: float | None = None  # img2img: how far the input was noised

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 NO_CLASS = "(none)"  # the class dropdowns' entry for "no class": unconditional / the learned null
 RANDOM_SEED = -1  # the seed box's value for "draw a fresh seed"
 SEEDS, PROMPTS = "two seeds", "two prompts"  # what the Interpolate tab walks between
+# (label, GenerationParams.guidance_kind): shown for runs with an autoguidance guide model
+GUIDANCE_KINDS = [("autoguidance", "auto"), ("classifier-free", "cfg")]
 
 # tiny images (8–64 px) are drawn with hard pixel edges instead of the browser's blur
 CSS = """
@@ -71,8 +73,10 @@ class Page:
             return self._cancel[session]
 
     def params(
-        self, run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size
-    ) -> GenerationParams:
+        self,
+        run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance,
+        guidance_kind, size,
+    ) -> GenerationParams:  # fmt: skip
         """The settings column as a `GenerationParams` (seed -1 drawn here); bad values give ValueError."""
         info = self.studio.infos[self.studio.name_of(run)]
         text = info.conditioning == "text"
@@ -94,6 +98,7 @@ class Page:
             steps=steps,
             sampler=str(sampler),
             guidance=guidance,
+            guidance_kind=guidance_kind or "cfg",
             height=side,
             width=side,
         )
@@ -175,7 +180,7 @@ class Page:
     def load_settings(self, gr, file) -> tuple:
         """A PNG's parameters back into the settings column (and the edit tabs' own values)."""
         if file is None:
-            return (gr.skip(),) * 14
+            return (gr.skip(),) * 15
         path = Path(file if isinstance(file, str) else file.name)
         try:
             params = read_generation_params(path)
@@ -198,6 +203,7 @@ class Page:
             params.steps,
             params.sampler,
             params.guidance,
+            params.guidance_kind,
             size,
             params.strength if params.strength is not None else gr.skip(),
             params.seed_b if params.seed_b is not None else gr.skip(),
@@ -255,6 +261,7 @@ class Page:
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
             gr.update(visible=classes, choices=choices, value=NO_CLASS),
             gr.update(choices=_size_choices(info), value=info.image_size),
+            gr.update(visible=info.has_guide, value="auto" if info.has_guide else "cfg"),
             gr.update(visible=text, value=SEEDS),
             gr.update(visible=text),
             gr.update(
@@ -331,6 +338,15 @@ def build_page(studio: Studio):
                 sampler = gr.Dropdown(list(SAMPLERS), value="dpmpp_2m", label="Sampler", elem_id="sampler")
                 guidance = gr.Slider(
                     0, 10, value=1, step=0.1, label="Guidance scale (1 = off)", elem_id="guidance"
+                )
+                guidance_kind = gr.Radio(
+                    GUIDANCE_KINDS,
+                    value="auto" if first.has_guide else "cfg",
+                    label="Guidance contrasts the model with",
+                    info="autoguidance: the run's weaker guide model (the run's evaluation uses it, w = 2); "
+                    "classifier-free: the model without its class or prompt (or with the negative one)",
+                    visible=first.has_guide,
+                    elem_id="guidance-kind",
                 )
                 size = gr.Dropdown(
                     _size_choices(first),
@@ -452,16 +468,17 @@ def build_page(studio: Studio):
                 edit_status = gr.Markdown(elem_id="edit-status")
         last_seed = gr.State(None)
         settings = [
-            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size
+            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance,
+            guidance_kind, size,
         ]  # fmt: skip
 
         # explicit parameters: Gradio passes gr.Request and gr.Progress by the hints of named parameters
         def on_generate(
-            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance, size,
-            count, request: gr.Request, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+            run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler, guidance,
+            guidance_kind, size, count, request: gr.Request, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
         ):  # fmt: skip
             settings = [run, prompt, negative_prompt, class_label, negative_class, seed, steps, sampler]
-            yield from page.generate(gr, [*settings, guidance, size], count, request, progress)
+            yield from page.generate(gr, [*settings, guidance, guidance_kind, size], count, request, progress)
 
         def on_cancel(request: gr.Request) -> None:
             page.cancel(request)
@@ -502,6 +519,7 @@ def build_page(studio: Studio):
         run.change(
             lambda r: page.run_changed(gr, r),
             run,
-            [run_info, prompt, negative_prompt, class_label, negative_class, size, between, prompt_b, editor],
+            [run_info, prompt, negative_prompt, class_label, negative_class, size, guidance_kind, between]
+            + [prompt_b, editor],
         )
     return demo

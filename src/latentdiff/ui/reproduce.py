@@ -47,6 +47,7 @@ def generate_image(pipe: Any, params: GenerationParams, callback: Any = None) ->
         steps=params.steps,
         sampler=params.sampler,
         guidance_scale=params.guidance,
+        guidance=params.guidance_kind,
         seed=params.seed,
         output_type="pt",
         **condition_kwargs(pipe, params),

@@ -56,6 +56,7 @@ class RunInfo:
     image_size: int
     channels: int
     sizes: list[int] = field(default_factory=list)  # image sides the page offers, the trained one first
+    has_guide: bool = False  # an autoguidance guide model (RUN/guide/) was loaded with the run
 
     def describe(self) -> str:
         cond = {
@@ -134,7 +135,9 @@ class Studio:
             sizes = [s for f in SIZE_FACTORS if (s := round(size * f)) % multiple == 0]
             self.pipes[name] = pipe
             channels = ae.config.in_channels
-            self.infos[name] = RunInfo(name, Path(path), conditioning, names, size, channels, sizes)
+            self.infos[name] = RunInfo(
+                name, Path(path), conditioning, names, size, channels, sizes, pipe.guide is not None
+            )
 
     # ------------------------------------------------------------------------------- checks
     def name_of(self, run: str) -> str:
@@ -175,8 +178,24 @@ class Studio:
                 out = replace(out, **{key: None})
         if out.negative_class is not None and out.class_label is None:
             raise ValueError("a negative class needs a class to contrast with: pick a class too")
-        if out.guidance != 1.0 and out.class_label is None and out.prompt is None:
-            raise ValueError("guidance other than 1 needs a class (or a prompt) to guide towards")
+        if out.guidance_kind not in ("cfg", "auto"):
+            raise ValueError(f"guidance kind must be 'cfg' or 'auto', got {out.guidance_kind!r}")
+        if out.guidance_kind == "auto":
+            if pipe.guide is None:
+                raise ValueError(
+                    "autoguidance needs the run's guide model (RUN/guide/, which `latentdiff train` trains); "
+                    f"{info.name} has none: pick classifier-free guidance"
+                )
+            if out.negative_class is not None or out.negative_prompt:
+                raise ValueError(
+                    "a negative class or prompt steers classifier-free guidance, and autoguidance contrasts "
+                    "the model with its guide instead: pick classifier-free guidance to use one"
+                )
+        elif out.guidance != 1.0 and out.class_label is None and out.prompt is None:
+            raise ValueError(
+                "classifier-free guidance other than 1 needs a class (or a prompt) to guide towards"
+                + ("; or pick autoguidance, which this run's guide model gives" if info.has_guide else "")
+            )
         return out
 
     # ------------------------------------------------------------------------------- saving
@@ -239,6 +258,7 @@ class Studio:
             steps=params.steps,
             sampler=params.sampler,
             guidance_scale=params.guidance,
+            guidance=params.guidance_kind,
             seed=params.seed,
             **condition_kwargs(self.pipe(params.run), params),
         )
@@ -275,6 +295,7 @@ class Studio:
             steps=params.steps,
             sampler=params.sampler,
             guidance_scale=params.guidance,
+            guidance=params.guidance_kind,
             seed=params.seed,
             **condition_kwargs(pipe, params),
         )
@@ -304,6 +325,7 @@ class Studio:
             steps=params.steps,
             sampler=params.sampler,
             guidance_scale=params.guidance,
+            guidance=params.guidance_kind,
             height=params.height,
             width=params.width,
             **kwargs,
