@@ -108,6 +108,15 @@ def _presets(run_dir: Path) -> dict:
     return {"autoencoder_preset": chosen["autoencoder"], "backbone_preset": chosen["backbone"]}
 
 
+def _machine_speed(run_dir: Path) -> dict:
+    """What the plan's probe measured (training images/s per preset): how fast this machine was at the
+    time — the same command on a machine half as fast trains half the steps (the `train` recipe only)."""
+    plan = run_dir / "plan.yaml"
+    if not plan.is_file():
+        return {}
+    return {"probe_images_per_s": yaml.safe_load(plan.read_text())["speeds"]}
+
+
 def train_recipe(recipe: str, minutes: float, seed: int) -> tuple[Path, dict, float]:
     """Trains a recipe from scratch; returns its run folder, its minutes and the guidance scale."""
     run_dir = RUNS / "quality" / f"{recipe}_{minutes:g}min"
@@ -211,6 +220,7 @@ def measure(
             "latent_shape": list(pipe.latent_shape),
             **_presets(run_dir),
         },
+        **_machine_speed(run_dir),
         "fid": fid,
         "figure": figure,
         "commit": _commit(),
