@@ -287,6 +287,29 @@ def quality_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def stage1_variants_section(r: dict | None) -> list[str]:
+    out = ["## What Stage 1 costs the samples (`benchmarks/stage1_variants.py`)", ""]
+    if not r:
+        return [*out, "_Not run yet._", ""]
+    out += [
+        "Fashion-MNIST KL autoencoders (f = 4) trained for a wall-clock budget; rFID = FID of their "
+        "reconstructions of N test images against those images: a floor under the FID of any model on "
+        "their latents.",
+        "",
+        "| variant | minutes | steps × batch | params | latent | N | rFID | commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(r["rows"], key=lambda x: (x["minutes"], x["rfid"])):
+        latent = "×".join(str(v) for v in row["latent_shape"])
+        out.append(
+            f"| {row['variant']} | {row['minutes']:g} | {row['steps']} × {row['batch']} | "
+            f"{row['params_m']:.2f} M | {latent} | {row['num_images']} | **{row['rfid']:.2f}** | "
+            f"{row['commit']} |"
+        )
+    out += reading_lines("stage1_variants")
+    return [*out, "", machine_line(r.get("machine")), ""]
+
+
 def guidance_section(r: dict | None) -> list[str]:
     out = [
         "## Guidance at sampling time: classifier-free against autoguidance (`benchmarks/guidance.py`)",
@@ -592,6 +615,7 @@ def build() -> Path:
         *samplers_section(load("samplers")),
         *fid_section(load("fid_floor")),
         *quality_section(load("quality")),
+        *stage1_variants_section(load("stage1_variants")),
         *guidance_section(load("guidance")),
         *sizing_section(load("sizing"), load("sizing_cuda")),
         *train_budget_section(load("train_budget")),
