@@ -160,8 +160,10 @@ def _is_grey_rgb(im) -> bool:
 # --- measuring this machine ---------------------------------------------------------------------------------
 
 
-def _timed_steps(step, warmup: int = 1, steps: int = 2) -> float:
-    """Seconds per call of `step` after `warmup` calls (the least disturbed of `steps` timings)."""
+def _timed_steps(step, warmup: int = 2, steps: int = 3) -> float:
+    """Seconds per call of `step` after `warmup` calls (the least disturbed of `steps` timings). One warm-up
+    call was too few: the first preset probed in a process (the `tiny` autoencoder) read 162-222 images/s
+    in `make demo` runs against 331 when probed again in a warm process, and trained at ~270."""
     for _ in range(warmup):
         step()
     times = []
