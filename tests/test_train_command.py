@@ -65,9 +65,10 @@ def _train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_the_plan_keeps_to_its_budget(tmp_path):
     torch.set_num_threads(2)
-    result = train_everything("digits", tmp_path / "run", minutes=1.0, progress=False)
+    # 1.5 minutes: the evaluation alone is ~0.7 (three Inception passes of 159 images at ~15 images/s)
+    result = train_everything("digits", tmp_path / "run", minutes=1.5, progress=False)
     minutes = result.metrics["minutes"]
-    assert minutes["total"] <= 1.1, minutes  # within 10 % of the budget, evaluation included
+    assert minutes["total"] <= 1.65, minutes  # within 10 % of the budget, evaluation included
     assert result.metrics["steps"]["autoencoder"] > 100 and result.metrics["steps"]["diffusion"] > 100
     assert result.metrics["steps"]["guide"] > 10 and result.plan.guide_minutes > 0
     assert result.plan.conditional  # digits has classes

@@ -335,6 +335,7 @@ def test_cancel_stops_a_long_sampling_and_the_next_request_is_served(page, serve
 
 def test_a_run_with_a_guide_offers_autoguidance_and_shows_the_pipelines_image(page, guided_run):
     open_tab(page, "Generate")
+
     def kind_shown(d) -> bool:  # Gradio leaves a hidden control out of the page, or hides it
         return any(e.is_displayed() for e in d.find_elements(By.ID, "guidance-kind"))
 
