@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # of the training time. Stage 1 is what limits the samples on a short budget: make demo's `tiny` autoencoder
 # after 2.6 minutes reconstructs the test images at rFID 33.4 (N = 2,000, floor 13.1) and its samples score
 # 43.3; twice the time gives rFID 28.4, while L1 instead of L2 (34.3), 8 latent channels (33.4) or a GAN
-# term from step 600 (41.4) do not help at equal time (benchmarks/readings/quality.md). Was 25 %.
+# term from step 600 (41.4) do not help at equal time (benchmarks/stage1_variants.py). Was 25 %.
 STAGE1_SHARE = 0.4
 # images a stage must see (steps × batch) before a larger preset is worth its slower steps: 1,250 steps of
 # 32 for Stage 1, about 940 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
