@@ -27,6 +27,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def git_commit() -> str:
+    """The short hash of this checkout's HEAD ("unknown" outside git): the code a number was measured with."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     """What a number was measured on."""
     info: dict[str, Any] = {
@@ -40,9 +51,7 @@ def machine() -> dict[str, Any]:
     }
     try:
         info["load_average_at_start"] = os.getloadavg()
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
+        info["git_commit"] = git_commit()
     except OSError:
         pass
     return info

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+from common import git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.evaluation import evaluate_generation  # noqa: E402
@@ -70,9 +69,7 @@ def main() -> None:
     test = load_dataset(dataset, "test", resolution, channels)
     extractor = InceptionFeatures()
     floor = fid_floor(train, test, args.n, extractor, progress=False)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
     old = read_result("guidance") or {"rows": []}
     rows = old["rows"]
     loaded = {}  # each named guide read once: (model, its training steps)

@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, RUNS, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+from common import RESULTS, RUNS, git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff import demo  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
@@ -90,31 +89,10 @@ def recipe_train(minutes: float, seed: int, run_dir: Path | None = None):
 RECIPES = {"demo": recipe_demo, "demo_edm": recipe_demo_edm, "train": recipe_train}
 
 
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
-def _batch(run_dir: Path, stage: str) -> int:
-    return yaml.safe_load((run_dir / "config.yaml").read_text())[stage]["train"]["batch_size"]
-
-
-def _presets(run_dir: Path) -> dict:
-    """The sizes `latentdiff train`'s plan chose (the `train` recipe only)."""
-    plan = run_dir / "plan.yaml"
-    if not plan.is_file():
-        return {}
-    chosen = yaml.safe_load(plan.read_text())
-    return {"autoencoder_preset": chosen["autoencoder"], "backbone_preset": chosen["backbone"]}
-
-
-def _machine_speed(run_dir: Path) -> dict:
-    """What the plan's probe measured (training images/s per preset): how fast this machine was at the
-    time — the same command on a machine half as fast trains half the steps (the `train` recipe only)."""
-    plan = run_dir / "plan.yaml"
-    if not plan.is_file():
-        return {}
-    return {"probe_images_per_s": yaml.safe_load(plan.read_text())["speeds"]}
+def _plan(run_dir: Path) -> dict | None:
+    """The plan `latentdiff train` kept in the run folder (the `train` recipe only)."""
+    path = run_dir / "plan.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def train_recipe(recipe: str, minutes: float, seed: int) -> tuple[Path, dict, float]:
@@ -133,7 +111,7 @@ def train_recipe(recipe: str, minutes: float, seed: int) -> tuple[Path, dict, fl
 
 def trained_run(run_dir: Path) -> tuple[dict, float]:
     """A run `latentdiff train --data fashion-mnist --minutes M` made: its budget and minutes per phase."""
-    request = yaml.safe_load((run_dir / "plan.yaml").read_text())
+    request = _plan(run_dir) or {}
     if request.get("data") != "fashion-mnist" or not request.get("minutes"):
         raise SystemExit(f"--run {run_dir}: not a time-budgeted `latentdiff train --data fashion-mnist` run")
     phases = json.loads((run_dir / "minutes.json").read_text())
@@ -165,6 +143,7 @@ def measure(
         timing, guidance = trained_run(run)
         minutes = timing["budget_minutes"]
     pipe = LatentDiffusionPipeline.from_pretrained(run_dir)
+    config, plan = yaml.safe_load((run_dir / "config.yaml").read_text()), _plan(run_dir)
     kind = "auto" if pipe.guide is not None else "cfg"
     train = load_dataset("fashion-mnist", "train", 32, 1)
     test = load_dataset("fashion-mnist", "test", 32, 1)
@@ -209,21 +188,28 @@ def measure(
         "evaluation_minutes": (time.perf_counter() - eval_start) / 60,
         "work": {
             "autoencoder_steps": latest_step(run_dir, "autoencoder"),
-            "autoencoder_batch": _batch(run_dir, "autoencoder_stage"),
+            "autoencoder_batch": config["autoencoder_stage"]["train"]["batch_size"],
             "diffusion_steps": latest_step(run_dir, "unet"),
-            "diffusion_batch": _batch(run_dir, "diffusion_stage"),
+            "diffusion_batch": config["diffusion_stage"]["train"]["batch_size"],
             **({"guide_steps": latest_step(run_dir, GUIDE_FOLDER)} if pipe.guide is not None else {}),
         },
         "models": {
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,
             "backbone_params_m": sum(p.numel() for p in pipe.backbone.parameters()) / 1e6,
             "latent_shape": list(pipe.latent_shape),
-            **_presets(run_dir),
+            # the sizes the plan chose
+            **(
+                {"autoencoder_preset": plan["autoencoder"], "backbone_preset": plan["backbone"]}
+                if plan
+                else {}
+            ),
         },
-        **_machine_speed(run_dir),
+        # what the plan's probe measured (training images/s per preset): how fast this machine was at the
+        # time — the same command on a machine half as fast trains half the steps
+        **({"probe_images_per_s": plan["speeds"]} if plan else {}),
         "fid": fid,
         "figure": figure,
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RUNS, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+from common import RUNS, git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.autoencoder.model import Autoencoder  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
@@ -65,7 +64,6 @@ def measure(variant: str, minutes: float, n: int, extractor: InceptionFeatures) 
     ae = Autoencoder.from_pretrained(run / "autoencoder")
     test = load_dataset("fashion-mnist", "test", 32, 1)
     rfid = reconstruction_fid(ae, test, n, extractor, progress=False)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return {
         "variant": variant,
         "minutes": minutes,
@@ -76,7 +74,7 @@ def measure(variant: str, minutes: float, n: int, extractor: InceptionFeatures) 
         "latent_shape": [ae.config.latent_channels, 8, 8],
         "rfid": rfid["fid"],
         "num_images": n,
-        "commit": commit.stdout.strip(),
+        "commit": git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
