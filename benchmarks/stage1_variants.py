@@ -8,7 +8,7 @@ standard Inception protocol) — a floor under the FID of any LDM built on them.
 A variant is `base` (the `tiny` preset as `latentdiff train` trains it: L2 + KL, AdamW 1e-3 with a cosine
 schedule fitted to the minutes, bf16) or `key=value` changes of it: `preset=small`, `recon=l1`, `latent=8`
 (latent channels), `disc_start=STEP` (PatchGAN term from that step, `disc_weight=W`, default 0.5),
-`lr=X`. Rows merge into benchmarks/results/stage1_variants.json keyed by (variant, minutes, N), with the
+`lr=X`, `batch=B`, `ema=DECAY`. Rows merge into benchmarks/results/stage1_variants.json keyed by (variant, minutes, N), with the
 steps each trained (a slower machine trains fewer in the same minutes), and docs/benchmarks.md is
 regenerated.
 """
@@ -50,6 +50,10 @@ def stage_of(variant: str, minutes: float):
         loss = dataclasses.replace(loss, disc_start=int(changes.pop("disc_start")), disc_weight=weight)
     if "lr" in changes:
         train = dataclasses.replace(train, lr=float(changes.pop("lr")))
+    if "batch" in changes:
+        train = dataclasses.replace(train, batch_size=int(changes.pop("batch")))
+    if "ema" in changes:
+        train = dataclasses.replace(train, ema_decay=float(changes.pop("ema")))
     if changes:
         raise SystemExit(f"variant {variant!r}: unknown keys {sorted(changes)}")
     return dataclasses.replace(stage, model=model, loss=loss, train=train)
