@@ -8,9 +8,9 @@ standard Inception protocol) — a floor under the FID of any LDM built on them.
 A variant is `base` (the `tiny` preset as `latentdiff train` trains it: L2 + KL, AdamW 1e-3 with a cosine
 schedule fitted to the minutes, bf16) or `key=value` changes of it: `preset=small`, `recon=l1`, `latent=8`
 (latent channels), `disc_start=STEP` (PatchGAN term from that step, `disc_weight=W`, default 0.5),
-`lr=X`, `batch=B`, `ema=DECAY`. Rows merge into benchmarks/results/stage1_variants.json keyed by (variant, minutes, N), with the
-steps each trained (a slower machine trains fewer in the same minutes), and docs/benchmarks.md is
-regenerated.
+`lr=X`, `batch=B`, `ema=DECAY`. Rows merge into benchmarks/results/stage1_variants.json keyed by (variant,
+minutes, N), with the steps each trained (a slower machine trains fewer in the same minutes), and
+docs/benchmarks.md is regenerated.
 """
 
 from __future__ import annotations
