@@ -852,3 +852,29 @@ def test_eval_with_autoguidance_needs_the_runs_guide(capsys, tiny_run):
     argv = ["eval", str(tiny_run), "--num-samples", "4", "--guidance", "2", "--autoguidance"]
     code, _, err = run(capsys, *argv)
     assert code == 1 and "guidance='auto' needs a guide model" in err, err
+
+
+def test_logging_shows_our_progress_and_keeps_other_libraries_quiet():
+    """At the default verbosity our INFO lines (checkpoints, the plan) show and other libraries' do not:
+    matplotlib's "Substituting symbol R from STIXGeneral" used to appear in the middle of make demo."""
+    import logging
+
+    from latentdiff.cli.options import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("latentdiff").level)
+    try:
+        root.handlers.clear()
+        setup_logging(0)
+        assert logging.getLogger("latentdiff.training").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("matplotlib.mathtext").isEnabledFor(logging.INFO)
+        root.handlers.clear()
+        setup_logging(1)
+        assert logging.getLogger("matplotlib.mathtext").isEnabledFor(logging.DEBUG)
+        root.handlers.clear()
+        setup_logging(-1)
+        assert not logging.getLogger("latentdiff.training").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        logging.getLogger("latentdiff").setLevel(saved[2])

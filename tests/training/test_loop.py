@@ -193,6 +193,32 @@ def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path):
     assert floor <= last["lr"] <= floor + 0.03 * (cfg.lr - floor)
 
 
+def test_a_time_budgeted_bar_shows_no_total_until_the_schedule_is_fitted(tmp_path, monkeypatch):
+    """Until its first fit, a time-budgeted run's step count is a placeholder cap of a million: its bar must
+    not show it (a 4-minute Stage 1 read "1/1000000 [… 30:39:00]"); once fitted it shows the fitted steps."""
+    import latentdiff.training.loop as loop
+
+    bars = []
+
+    class RecordingBar(loop.tqdm):
+        def __init__(self, *args, **kwargs):
+            self.totals = [kwargs.get("total")]  # before tqdm's own __init__, which refreshes
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def refresh(self, *args, **kwargs):
+            self.totals.append(self.total)
+            return super().refresh(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "tqdm", RecordingBar)
+    trainer = Trainer(ToyTask(), _time_budgeted_cfg(), tmp_path, progress=True)
+    trainer.fit()
+    (bar,) = bars
+    assert bar.totals[0] is None
+    assert 1_000_000 not in bar.totals
+    assert trainer.cfg.steps in bar.totals  # the fitted count reached the bar
+
+
 class _SlowStartTask(ToyTask):
     """Each of the first `slow` steps takes 100 ms (a machine busy while the rate is first measured)."""
 

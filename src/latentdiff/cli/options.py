@@ -83,5 +83,7 @@ def build_config(cls: type[T], args: argparse.Namespace, extra: list[str] | None
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s")
+    # other libraries speak at WARNING unless -v: at INFO matplotlib narrates its font substitutions into the
+    # middle of a training run's output
+    logging.basicConfig(level=logging.DEBUG if verbosity > 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("latentdiff").setLevel(level)

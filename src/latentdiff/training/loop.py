@@ -302,8 +302,11 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "logs" / self.task.name), purge_step=self.step + 1)
+        fit_pending = cfg.fit_to_time and cfg.max_minutes > 0
         bar = tqdm(
-            total=cfg.steps,
+            # a time-budgeted run learns its step count from its first seconds: until then its bar shows
+            # no total (not the placeholder cap, whose ETA would read in days)
+            total=None if fit_pending and self.step == 0 else cfg.steps,
             initial=self.step,
             desc=f"train {self.task.name}",
             unit="step",
@@ -317,7 +320,6 @@ class Trainer:
         # slow steps on a shared machine must not decide the length of the whole schedule
         fit_window = min(60.0, 0.05 * cfg.max_minutes * 60)
         refit_window = max(fit_window, 0.1 * cfg.max_minutes * 60)
-        fit_pending = cfg.fit_to_time and cfg.max_minutes > 0
         cap = cfg.steps  # a refit may lengthen the schedule again, never past the configured steps
         for m in self.modules.values():
             m.train()
@@ -339,6 +341,7 @@ class Trainer:
                 ):
                     remaining = self._fit_steps_to_time(start, timer, cap)
                     bar.total = cfg.steps
+                    bar.refresh()
                     # the rate is measured again every refit_window: a machine that was busy during the
                     # first window (or became busy later) must not leave the budget unused or overrun
                     timer = (self.step, time.perf_counter())
