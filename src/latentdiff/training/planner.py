@@ -39,7 +39,10 @@ STAGE1_SHARE = 0.4
 # 32 for Stage 1, about 940 of 128 for Stage 2 — on Fashion-MNIST the `small` autoencoder after 49,000
 # images reconstructs at 28.1 dB; 8 minutes of Stage 2 on the same latents gave FID 39.2 (N = 2,000) to the
 # `small` U-Net (191,000 images), 41.1 to the `large` one (95,000) and 39.7 to `tiny` (555,000)
-# (benchmarks/guidance.py); the emoji folder's 20-minute plan gives `small` ~140,000
+# (benchmarks/guidance.py); the emoji folder's 20-minute plan gives `small` ~140,000. Known weakness: with 60
+# minutes this picks the `large` U-Net and it makes only ~1,350 steps, fewer than `tiny` makes in 15 minutes
+# (FID 20.37 against 25.5 at N = 10,000, benchmarks/readings/quality.md): a threshold that grows with the
+# budget is the next thing to measure
 MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 120_000}
 # Autoguidance (Karras et al. 2024): a `tiny` U-Net trained on the same latents for 15 % of Stage 2's time
 # (an eighth of its steps without a budget) guides the model. On those 8-minute Fashion-MNIST models a `tiny`
