@@ -62,6 +62,7 @@ class Trainer:
         # a private copy: fitting the step count to a time budget must not touch the caller's config
         cfg = dataclasses.replace(cfg)
         self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
+        self.configured_steps = cfg.steps  # a time-budgeted run's placeholder cap until its first fit
         self.extra_config = extra_config or {}
         self.progress = progress
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -304,9 +305,9 @@ class Trainer:
             writer = SummaryWriter(str(self.run_dir / "logs" / self.task.name), purge_step=self.step + 1)
         fit_pending = cfg.fit_to_time and cfg.max_minutes > 0
         bar = tqdm(
-            # a time-budgeted run learns its step count from its first seconds: until then its bar shows
-            # no total (not the placeholder cap, whose ETA would read in days)
-            total=None if fit_pending and self.step == 0 else cfg.steps,
+            # a time-budgeted run learns its step count from its first seconds (also when resumed before
+            # that): until then its bar shows no total (not the placeholder cap, whose ETA reads in days)
+            total=None if fit_pending and cfg.steps == self.configured_steps else cfg.steps,
             initial=self.step,
             desc=f"train {self.task.name}",
             unit="step",
