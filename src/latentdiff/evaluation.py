@@ -68,14 +68,28 @@ def _batches(images: torch.Tensor, batch_size: int):
         yield images[i : i + batch_size]
 
 
-def reference_features_for(dataset: ImageDataset, num_images: int, extractor, progress: bool = True):
-    """Cached Inception features of the first `num_images` images (spread over the split) of a dataset."""
-    from latentdiff.metrics.reference_cache import reference_features, reference_key
+def _reference_key_of(dataset: ImageDataset) -> str:
+    from latentdiff.metrics.reference_cache import reference_key
+
+    key = reference_key(dataset.name, dataset.split, dataset.resolution)
+    return key + "-grey" if dataset.channels == 1 else key
+
+
+def reference_features_cached(dataset: ImageDataset, num_images: int, protocol_hash: str) -> bool:
+    """Whether `reference_features_for(dataset, num_images, …)` would read its features from the cache (an
+    extractor with this protocol hash) instead of running Inception-v3 over the images."""
+    from latentdiff.metrics.reference_cache import reference_paths
 
     n = min(num_images, len(dataset))
-    key = reference_key(dataset.name, dataset.split, dataset.resolution)
-    if dataset.channels == 1:
-        key += "-grey"
+    return all(path.is_file() for path in reference_paths(_reference_key_of(dataset), n, protocol_hash))
+
+
+def reference_features_for(dataset: ImageDataset, num_images: int, extractor, progress: bool = True):
+    """Cached Inception features of the first `num_images` images (spread over the split) of a dataset."""
+    from latentdiff.metrics.reference_cache import reference_features
+
+    n = min(num_images, len(dataset))
+    key = _reference_key_of(dataset)
 
     def images():
         idx = torch.linspace(0, len(dataset) - 1, n).round().long()

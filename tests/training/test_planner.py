@@ -203,3 +203,44 @@ def test_captioned_folder_plans_a_text_conditioned_model(tmp_path):
     assert not inspect_data(str(tmp_path)).captioned
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "0.png", "text": "a picture"}\n')
     assert inspect_data(str(tmp_path)).captioned
+
+
+class _RandomFeatures:
+    """A stand-in for InceptionFeatures with its protocol: what lands in the cache is all that matters."""
+
+    protocol = "stand-in"
+
+    def __init__(self):
+        from latentdiff.metrics.inception import protocol_description, protocol_hash
+
+        self.protocol_hash = protocol_hash(protocol_description())
+
+    def extract(self, batches, progress=True, total=None):
+        return np.concatenate([np.random.default_rng(0).normal(size=(len(b), 8)) for b in batches])
+
+
+def test_reference_features_already_cached_give_their_evaluation_time_to_training(tmp_path, monkeypatch):
+    from latentdiff.data import load_dataset
+    from latentdiff.evaluation import reference_features_for
+    from latentdiff.metrics import reference_cache
+    from latentdiff.training.planner import INCEPTION_PASSES, SAMPLES_FOR_EVAL
+    from latentdiff.workflow import cached_references
+
+    monkeypatch.setattr(reference_cache, "data_root", lambda: tmp_path)
+    s = inspect_data("digits")
+    assert cached_references("digits", s) == 0
+    splits = [load_dataset("digits", split, s.resolution, s.channels) for split in ("test", "train")]
+    n = min(SAMPLES_FOR_EVAL, *map(len, splits))  # as the evaluation takes it (evaluate_run)
+    for cached, data in enumerate(splits, start=1):
+        reference_features_for(data, n, _RandomFeatures(), progress=False)
+        assert cached_references("digits", s) == cached
+    cpu, per_image = torch.device("cpu"), 0.065
+    fresh = make_plan(s, cpu, minutes=15, speeds=SPEEDS, inception_seconds=per_image)
+    warm = make_plan(s, cpu, minutes=15, speeds=SPEEDS, inception_seconds=per_image, cached_references=2)
+    n_eval = min(SAMPLES_FOR_EVAL, s.num_images // 9)
+    saved = 2 * n_eval * per_image / 60  # two of the three passes
+    assert INCEPTION_PASSES == 3 and fresh.eval_minutes - warm.eval_minutes == pytest.approx(saved, rel=1e-3)
+    assert warm.stage1_minutes + warm.stage2_minutes + warm.guide_minutes == pytest.approx(
+        fresh.stage1_minutes + fresh.stage2_minutes + fresh.guide_minutes + saved, rel=1e-3
+    )
+    assert "2 of its 3 Inception passes skipped" in warm.describe()

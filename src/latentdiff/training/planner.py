@@ -51,15 +51,16 @@ MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 120_000}
 # model has
 GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
-# Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores, the
-# 15-minute Fashion-MNIST plan: encoding 60,000 images ran at 4.5× the autoencoder's training images/s,
-# DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation). Inception-v3's
-# seconds per image are measured by `probe_inception` (2 Zen 4 cores: 0.06-0.07, 15-16 images/s); these
-# are the fallback when they are not (a GPU ~15× faster).
-ENCODE_SPEEDUP = 4.0
+# Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores,
+# Fashion-MNIST: encoding ran at 5.0-5.5× the `base` autoencoder's training images/s and 10.6× the `tiny`
+# one's, DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation).
+# Inception-v3's seconds per image are measured by `probe_inception` (2 Zen 4 cores: 0.06-0.07, 15-16
+# images/s); these are the fallback when they are not (a GPU ~15× faster).
+ENCODE_SPEEDUP = 5.0
 SAMPLING_SPEEDUP = 2.0
 INCEPTION_SECONDS = {"cpu": 0.065, "cuda": 0.004}
-# Inception passes of the evaluation: held-out reference images, samples, train images (the floor)
+# Inception passes of the evaluation: held-out reference images, samples, train images (the floor); the two
+# of real images are skipped when their features are cached (`cached_references`)
 INCEPTION_PASSES = 3
 NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8), "shapes": (3, 32)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
@@ -308,6 +309,7 @@ class Plan:
     encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
     guide_minutes: float = 0.0  # the autoguidance guide's training time, after Stage 2 (within its share)
     inception_seconds: float | None = None  # measured seconds per image of the evaluation's Inception-v3
+    cached_references: int = 0  # of the evaluation's two real-image Inception passes, those already cached
 
     def describe(self) -> str:
         kind = (
@@ -360,12 +362,15 @@ def expected_overheads(
     ae_rate: float,
     dm_rate: float,
     inception_seconds: float | None = None,
+    cached_references: int = 0,
 ) -> tuple[float, float]:
     """(minutes of latent statistics + encoding, minutes of evaluation) for models training at `ae_rate` and
     `dm_rate` images/s: the evaluation samples min(1,000, held-out) images with DPM-Solver++ 20 steps (two
     network evaluations per step with guidance), embeds them and as many held-out and train images (the
     floor) with Inception-v3 at `inception_seconds` per image (the measured speed; else
-    `INCEPTION_SECONDS`), and reconstructs as many held-out images for PSNR/SSIM."""
+    `INCEPTION_SECONDS`), less the `cached_references` real-image passes whose features are cached (the
+    first run on a data set computes them, later ones read them), and reconstructs as many held-out images
+    for PSNR/SSIM."""
     encode_rate = ENCODE_SPEEDUP * ae_rate
     n_train = summary.num_images
     statistics_and_encoding = (min(10_000, n_train) + n_train) / encode_rate / 60
@@ -373,7 +378,7 @@ def expected_overheads(
     evaluations = 20 * (2 if summary.num_classes or summary.captioned else 1)
     sampling = (n_eval + 80) * evaluations / (SAMPLING_SPEEDUP * dm_rate)
     per_image = inception_seconds or INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
-    inception = INCEPTION_PASSES * n_eval * per_image
+    inception = (INCEPTION_PASSES - cached_references) * n_eval * per_image
     reconstruction = n_eval / (ENCODE_SPEEDUP / 2 * ae_rate)
     return statistics_and_encoding, (sampling + inception + reconstruction + 10) / 60
 
@@ -387,9 +392,11 @@ def make_plan(
     probe_seconds: float = 0.0,
     steps: tuple[int, int] | None = None,
     inception_seconds: float | None = None,
+    cached_references: int = 0,
 ) -> Plan:
     """The plan for `minutes` of wall clock (evaluation included), choosing sizes from measured `speeds`
-    (and the evaluation's time from the measured `inception_seconds` per image); or, with `size` (or
+    (and the evaluation's time from the measured `inception_seconds` per image, less the `cached_references`
+    Inception passes over real images whose features are cached); or, with `size` (or
     neither), that preset for both stages with a stated expected time."""
     f = choose_f(summary.resolution)
     side = summary.resolution // f
@@ -410,7 +417,9 @@ def make_plan(
             ae_rate, dm_rate = speeds["autoencoder"][size], speeds["diffusion"][size]
             s1 = work["autoencoder"] * batch["autoencoder"] / ae_rate / 60
             s2 = work["diffusion"] * batch["diffusion"] / dm_rate / 60
-            encode, ev = expected_overheads(summary, device, ae_rate, dm_rate, inception_seconds)
+            encode, ev = expected_overheads(
+                summary, device, ae_rate, dm_rate, inception_seconds, cached_references
+            )
             reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
         guide = 0.0
         if not summary.captioned:
@@ -439,6 +448,7 @@ def make_plan(
             encode_minutes=encode,
             guide_minutes=guide,
             inception_seconds=inception_seconds,
+            cached_references=cached_references,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -462,7 +472,7 @@ def make_plan(
             chosen[stage] = max(fitting[stage], key=PRESET_NAMES.index) if fitting[stage] else "tiny"
         rates = {stage: speeds[stage].get(chosen[stage]) or speeds[stage]["tiny"] for stage in chosen}
         new_overhead, new_ev = expected_overheads(
-            summary, device, rates["autoencoder"], rates["diffusion"], inception_seconds
+            summary, device, rates["autoencoder"], rates["diffusion"], inception_seconds, cached_references
         )
         settled = abs(new_overhead - overhead) + abs(new_ev - ev) < 0.05
         overhead, ev = new_overhead, new_ev
@@ -495,6 +505,12 @@ def make_plan(
         f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + "
         f"{guide:.1f} its guide + {ev:.1f} evaluation (both estimated from the measured speeds"
         + (f"; Inception-v3 {1 / inception_seconds:.0f} images/s" if inception_seconds else "")
+        + (
+            f"; real images' features cached: {cached_references} of its {INCEPTION_PASSES} Inception passes "
+            "skipped"
+            if cached_references
+            else ""
+        )
         + "); each stage's cosine schedule is fitted to its time"
     )
     return Plan(
@@ -518,6 +534,7 @@ def make_plan(
         encode_minutes=overhead,
         guide_minutes=guide,
         inception_seconds=inception_seconds,
+        cached_references=cached_references,
     )
 
 
