@@ -9,7 +9,9 @@ train against the 10,000 test images) in the same table, for a recipe trained in
 With `--run RUN` nothing is trained: a run that `latentdiff train --data fashion-mnist --minutes M` made
 (`make demo`'s runs/demo) is scored as the `train` recipe at its budget, its minutes read from
 RUN/minutes.json (the whole command: probe, both stages, encoding, guide and its own evaluation) — one run
-then answers both "what does the demo take" and "what does it score at N = 10,000".
+then answers both "what does the demo take" and "what does it score at N = 10,000". `--label NAME --how TEXT`
+keeps such a point apart from the `train` curve (a run put together from parts of others, a variant of the
+plan), with how it was made stated in the point.
 
 A point = one recipe trained from scratch for `--minutes` of wall clock, both stages included (Stage 1, its
 latent statistics, the encoding and Stage 2, each stage's cosine schedule fitted to its share), then
@@ -33,6 +35,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -174,7 +177,7 @@ def measure(
         output_type="pt",
         guidance=kind,
     )
-    figure = f"quality_{recipe}_{minutes:g}min.png"
+    figure = f"quality_{re.sub(r'[^A-Za-z0-9]+', '_', recipe).strip('_')}_{minutes:g}min.png"
     class_grid(
         grid,
         pipe.class_names,
@@ -249,6 +252,8 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", type=Path, help="score this `latentdiff train` run instead of training one")
+    parser.add_argument("--label", help="with --run: the point's name in the table (default: train)")
+    parser.add_argument("--how", help="with --label: how the scored run was made, kept in the point")
     parser.add_argument(
         "--rfid",
         action="store_true",
@@ -257,9 +262,13 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     torch.manual_seed(args.seed)
+    if (args.label or args.how) and args.run is None:
+        parser.error("--label and --how name a scored --run")
     if args.run is not None:
-        args.recipe = "train"
+        args.recipe = args.label or "train"
     point = measure(args.recipe, args.minutes, args.n, args.seed, InceptionFeatures(), args.run, args.rfid)
+    if args.how:
+        point["how"] = args.how
     args.minutes = point["budget_minutes"]
     old = read_result("quality") or {"points": []}
     points = [

@@ -280,6 +280,8 @@ def quality_section(r: dict | None) -> list[str]:
             f"{f['sampler']} {f['steps']} | {guidance} | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {rfid} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
         )
+    made = [f"- {p['recipe']}, {p['budget_minutes']:g} min: {p['how']}" for p in r["points"] if p.get("how")]
+    out += ["", "How the points not trained in one command were made:", "", *made] if made else []
     out += ["", f"![FID against minutes]({FIG}/{r['plot']})"]
     for p in r["points"]:
         out += ["", f"![{p['recipe']} {p['budget_minutes']:g} min]({FIG}/{p['figure']})"]
