@@ -6,9 +6,10 @@ standard Inception protocol) — a floor under the FID of any LDM built on them.
     python benchmarks/stage1_variants.py --minutes 5.2 base
 
 A variant is `base` (the `tiny` preset as `latentdiff train` trains it: L2 + KL, AdamW at the preset's
-learning rate — 2e-3 for `tiny` since session 11, 1e-3 before, so earlier rows name `lr=1e-3` — with a
-cosine schedule fitted to the minutes, bf16) or `key=value` changes of it: `preset=small`, `recon=l1`,
-`latent=8` (latent channels), `disc_start=STEP` (PatchGAN term from that step, `disc_weight=W`, default 0.5),
+learning rate — 4e-3 for `tiny` since session 12, 2e-3 in session 11, 1e-3 before, so earlier rows name
+their rate — with a cosine schedule fitted to the minutes, bf16) or `key=value` changes of it:
+`preset=small`, `recon=l1`, `latent=8` (latent channels), `disc_start=STEP` (PatchGAN term from that step,
+`disc_weight=W`, default 0.5),
 `lr=X`, `batch=B`, `ema=DECAY`. Rows merge into benchmarks/results/stage1_variants.json keyed by (variant,
 minutes, N), with the steps each trained (a slower machine trains fewer in the same minutes), and
 docs/benchmarks.md is regenerated.
