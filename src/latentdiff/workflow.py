@@ -145,13 +145,20 @@ def cached_references(data: str, summary: DataSummary) -> int:
     """How many of the evaluation's two real-image Inception passes (held-out images, train images for the
     floor; `evaluate_run`) will read cached features: on this machine the second run on a data set skips
     ~2 minutes of a 15-minute budget, which the plan then gives to training."""
-    from latentdiff.metrics.inception import InceptionFeatures
+    from latentdiff.metrics.inception import protocol_description, protocol_hash
 
-    protocol = InceptionFeatures().protocol_hash
+    # the evaluation's extractor is InceptionFeatures() at its defaults: its hash without loading the network
+    # a second time (probe_inception has just loaded it)
+    protocol = protocol_hash(protocol_description())
     train = load_dataset(data, "train", summary.resolution, summary.channels)
     test = load_dataset(data, "test", summary.resolution, summary.channels)
-    n = min(SAMPLES_FOR_EVAL, len(test), len(train))
+    n = fid_sample_count(train, test)
     return sum(reference_features_cached(split, n, protocol) for split in (test, train))
+
+
+def fid_sample_count(train, test) -> int:
+    """N of `evaluate_run`'s FID: generated images, held-out references and train images for the floor."""
+    return min(SAMPLES_FOR_EVAL, len(test), len(train))
 
 
 def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
@@ -387,7 +394,7 @@ def evaluate_run(
     held_out = getattr(test, "split_rule", None) or f"{data} test split"
     if not fid:
         return {"reconstruction": recon, "fid": None, "model": model, "held_out": held_out}
-    n = min(SAMPLES_FOR_EVAL, len(test), len(train))
+    n = fid_sample_count(train, test)
     extractor = InceptionFeatures()
     scores = evaluate_generation(
         pipe,

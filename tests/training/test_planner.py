@@ -224,13 +224,13 @@ def test_reference_features_already_cached_give_their_evaluation_time_to_trainin
     from latentdiff.evaluation import reference_features_for
     from latentdiff.metrics import reference_cache
     from latentdiff.training.planner import INCEPTION_PASSES, SAMPLES_FOR_EVAL
-    from latentdiff.workflow import cached_references
+    from latentdiff.workflow import cached_references, fid_sample_count
 
     monkeypatch.setattr(reference_cache, "data_root", lambda: tmp_path)
     s = inspect_data("digits")
     assert cached_references("digits", s) == 0
     splits = [load_dataset("digits", split, s.resolution, s.channels) for split in ("test", "train")]
-    n = min(SAMPLES_FOR_EVAL, *map(len, splits))  # as the evaluation takes it (evaluate_run)
+    n = fid_sample_count(*reversed(splits))  # (train, test), as the evaluation takes it
     for cached, data in enumerate(splits, start=1):
         reference_features_for(data, n, _RandomFeatures(), progress=False)
         assert cached_references("digits", s) == cached
