@@ -4,10 +4,14 @@ for autoguidance (Karras et al. 2024) with named guide models, same sampler, ste
     python benchmarks/guidance.py --run RUN --label "15-min plan" --n 2000 cfg:1 cfg:1.5 cfg:2 \\
         --guide early=RUN/trainer_state/unet/step_00000500/model auto:2:early
 
+    python benchmarks/guidance.py --run RUN --label "15-min plan" --n 2000 --guide tiny=RUN/guide \\
+        --sampler edm_stochastic:20:s_churn=5 auto:2:tiny
+
 A setting is `cfg:W` (w = 1 is the model alone) or `auto:W:GUIDE` (GUIDE one of the `--guide NAME=FOLDER`
-backbone folders, its EMA weights). The data set, resolution and channels are the run's (config.yaml). Rows
-merge into benchmarks/results/guidance.json keyed by (label, setting, N) with the floor at that N, and
-docs/benchmarks.md is regenerated.
+backbone folders, its EMA weights). `--sampler NAME:STEPS[:OPT=VALUE,...]` (default dpmpp_2m:20) samples
+every setting of the call with that sampler. The data set, resolution and channels are the run's
+(config.yaml). Rows merge into benchmarks/results/guidance.json keyed by (label, setting, sampler, N) with the
+floor at that N, and docs/benchmarks.md is regenerated.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
+from report import sampler_text  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
+from latentdiff.diffusion import get_sampler  # noqa: E402
 from latentdiff.evaluation import evaluate_generation  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
@@ -32,6 +38,31 @@ from latentdiff.training.trainer_state import latest_step  # noqa: E402
 from latentdiff.workflow import fid_floor  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
+
+
+def _sampler(spec: str) -> tuple[str, int, dict[str, float]]:
+    """`edm_stochastic:20:s_churn=5,s_noise=1` -> ("edm_stochastic", 20, {"s_churn": 5.0, "s_noise": 1.0})."""
+    parts = spec.split(":")
+    try:
+        opts = dict(kv.split("=", 1) for kv in parts[2].split(",")) if len(parts) == 3 else {}
+        name, steps, opts = parts[0], int(parts[1]), {k: float(v) for k, v in opts.items()}
+        get_sampler(name)
+    except (IndexError, ValueError) as e:
+        raise SystemExit(f"bad --sampler {spec!r}: NAME:STEPS[:OPT=VALUE,...] ({e})") from None
+    if len(parts) > 3:
+        raise SystemExit(f"bad --sampler {spec!r}: NAME:STEPS[:OPT=VALUE,...]")
+    return name, steps, opts
+
+
+def _key(row: dict) -> tuple:
+    return (
+        row["label"],
+        row["guidance"],
+        row["scale"],
+        row["guide"],
+        row["fid"]["num_fake"],
+        sampler_text(row["fid"]),
+    )
 
 
 def _data_of(run: Path) -> tuple[str, int, int]:
@@ -57,8 +88,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guide", action="append", default=[], help="NAME=FOLDER of a guide backbone")
+    parser.add_argument("--sampler", default=f"{SAMPLER}:{STEPS}", help="NAME:STEPS[:OPT=VALUE,...]")
     parser.add_argument("settings", nargs="+")
     args = parser.parse_args()
+    sampler, steps, sampler_opts = _sampler(args.sampler)
     setup()
     guides = dict(g.split("=", 1) for g in args.guide)
     settings = [_parse(s, guides) for s in args.settings]
@@ -86,8 +119,8 @@ def main() -> None:
         pipe.guide, guide_steps = loaded[guide] if guide else (None, None)
         start = time.perf_counter()
         fid = evaluate_generation(
-            pipe, test, args.n, STEPS, SAMPLER, scale, args.n, args.seed, extractor=extractor,
-            progress=False, reconstruction=False, guidance=kind,
+            pipe, test, args.n, steps, sampler, scale, args.n, args.seed, extractor=extractor,
+            progress=False, reconstruction=False, guidance=kind, sampler_opts=sampler_opts,
         )  # fmt: skip
         fid["floor_real_vs_real"] = floor
         row = {
@@ -105,16 +138,12 @@ def main() -> None:
             "commit": commit,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        key = (args.label, kind, scale, guide, args.n)
-        rows = [
-            r
-            for r in rows
-            if (r["label"], r["guidance"], r["scale"], r["guide"], r["fid"]["num_fake"]) != key
-        ]
+        key = (args.label, kind, scale, guide, args.n, sampler_text(fid))  # = _key(row)
+        rows = [r for r in rows if _key(r) != key]
         rows.append(row)
         write_result("guidance", {"benchmark": "guidance", "rows": rows, "machine": machine()})
         print(
-            f"{args.label} {kind} {scale:g} {guide or ''}: FID {fid['fid']:.2f} "
+            f"{args.label} {kind} {scale:g} {guide or ''} {sampler_text(fid)}: FID {fid['fid']:.2f} "
             f"(N = {args.n}, floor {floor:.2f})"
         )
     regenerate_docs()

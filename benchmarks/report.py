@@ -277,7 +277,7 @@ def quality_section(r: dict | None) -> list[str]:
         rfid = f"{f['rfid']:.2f}" if "rfid" in f else "–"
         out.append(
             f"| {p['recipe']} | {p['budget_minutes']:g} | {trained} | {_models(p.get('models'))} | {work} | "
-            f"{f['sampler']} {f['steps']} | {guidance} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{sampler_text(f)} | {guidance} | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {rfid} | {f['floor_real_vs_real']:.2f} | {p['commit']} |"
         )
     made = [f"- {p['recipe']}, {p['budget_minutes']:g} min: {p['how']}" for p in r["points"] if p.get("how")]
@@ -312,6 +312,12 @@ def stage1_variants_section(r: dict | None) -> list[str]:
     return [*out, "", machine_line(r.get("machine")), ""]
 
 
+def sampler_text(fid: dict) -> str:
+    """ "dpmpp_2m 20", with the sampler's options where the run set any ("edm_stochastic 20 (s_churn=5)")."""
+    opts = ", ".join(f"{k}={v:g}" for k, v in (fid.get("sampler_opts") or {}).items())
+    return f"{fid['sampler']} {fid['steps']}" + (f" ({opts})" if opts else "")
+
+
 def guidance_section(r: dict | None) -> list[str]:
     out = [
         "## Guidance at sampling time: classifier-free against autoguidance (`benchmarks/guidance.py`)",
@@ -326,7 +332,10 @@ def guidance_section(r: dict | None) -> list[str]:
         "| model | guidance | w | guide (params, steps) | sampler | N | FID | KID | floor | commit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = sorted(r["rows"], key=lambda x: (x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"]))
+    rows = sorted(
+        r["rows"],
+        key=lambda x: (x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"], sampler_text(x["fid"])),
+    )
     for row in rows:
         f = row["fid"]
         guide = (
@@ -337,7 +346,7 @@ def guidance_section(r: dict | None) -> list[str]:
         kind = "autoguidance" if row["guidance"] == "auto" else "classifier-free"
         out.append(
             f"| {row['label']} ({row['model_steps']} steps) | {kind if row['scale'] != 1 else 'none'} | "
-            f"{row['scale']:g} | {guide} | {f['sampler']} {f['steps']} | {f['num_fake']} | **{f['fid']:.2f}** | "
+            f"{row['scale']:g} | {guide} | {sampler_text(f)} | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {row['commit']} |"
         )
     out += reading_lines("guidance")

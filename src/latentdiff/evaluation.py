@@ -138,6 +138,7 @@ def evaluate_generation(
     progress: bool = True,
     reconstruction: bool = True,
     guidance: str = "cfg",
+    sampler_opts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """FID/KID of `num_samples` generated images against `num_reference` images of `dataset` (default: as
     many as samples), and, with `reconstruction`, the autoencoder's rFID on those reference images.
@@ -172,6 +173,7 @@ def evaluate_generation(
         output_type="pt",
         batch_size=batch_size,
         guidance=guidance,
+        **(sampler_opts or {}),
     )
     sample_seconds = time.perf_counter() - start
     fake = extractor.extract(_batches(fake_images, 64), progress=progress, total=num_samples)
@@ -180,6 +182,7 @@ def evaluate_generation(
         **fid_kid_from_features(real, fake, protocol, kid_subset_size=min(1000, n_ref, num_samples)),
         "reference": f"{dataset.name} {dataset.split} ({n_ref} images, {dataset.resolution} px)",
         "sampler": sampler,
+        **({"sampler_opts": sampler_opts} if sampler_opts else {}),
         "steps": steps,
         "guidance_scale": guidance_scale,
         **({"guidance": "autoguidance"} if guidance == "auto" and guidance_scale != 1.0 else {}),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusion_toys import schedule_for
 
-from latentdiff.diffusion import NoiseLevels, Preconditioning, levels_at_sigmas, levels_at_timesteps
+from latentdiff.diffusion import SAMPLERS, NoiseLevels, Preconditioning, levels_at_sigmas, levels_at_timesteps
 
 SIGMAS = torch.tensor([0.002, 0.05, 0.5, 1.0, 3.0, 80.0], dtype=torch.float64)
 
@@ -120,7 +120,7 @@ def gaussian_network(pre: Preconditioning, sched, data_std: float):
     return net
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m", "euler", "heun"])
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_every_sampler_runs_with_every_parametrisation(sampler):
     """With the exact denoiser of Gaussian data written in each preconditioning, every sampler returns the
     same samples under all four (to rounding), of about the data's standard deviation (50 steps of a

@@ -176,7 +176,8 @@ def test_timestep_spacings_match_diffusers(spacing):
 
 # ---------------------------------------------------------------- behaviours
 
-SAMPLER_OPTS = {"ddpm": {}, "ddim": {"eta": 1.0}, "dpmpp_2m": {}, "euler": {}, "heun": {}}
+SAMPLER_OPTS = {name: {} for name in SAMPLERS} | {"ddim": {"eta": 1.0}}
+STOCHASTIC = ("ddpm", "ddim", "edm_stochastic")  # ddim with eta = 1
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -188,7 +189,7 @@ def test_sampling_is_bit_identical_for_a_seed_and_differs_for_another(name):
     b = get_sampler(name)(den, x_T(dtype=torch.float32), sched, 8, generator=gen(5), **kw)
     assert torch.equal(a, b)
     c = get_sampler(name)(den, x_T(dtype=torch.float32), sched, 8, generator=gen(6), **kw)
-    if name in ("ddpm", "ddim"):  # the stochastic ones (ddim with eta = 1)
+    if name in STOCHASTIC:
         assert not torch.allclose(a, c)
     else:  # ODE solvers draw nothing
         assert torch.equal(a, c)
@@ -212,6 +213,8 @@ def test_callback_sees_every_step_and_its_replacement_propagates(name):
     sched = schedule_for()
     den = Denoiser(toy_model(sched, "eps"), sched, "eps")
     steps, k, kw = 6, 2, SAMPLER_OPTS[name]
+    if name == "edm_stochastic":  # with churn the next input is x after fresh noise (its own test below)
+        kw = {"s_churn": 0.0}
     constant = torch.full(SHAPE, 0.25, dtype=torch.float64)
     inputs, seen = [], []
 
@@ -231,7 +234,7 @@ def test_callback_sees_every_step_and_its_replacement_propagates(name):
     assert seen[-1]["t"].tolist() == [-1, -1]
     assert all(info["x0_pred"].shape == SHAPE for info in seen)
     # the x shown after step i is the next step's input (VP scale), except where the callback replaced it
-    calls_per_step = 2 if name == "heun" else 1
+    calls_per_step = 2 if name in ("heun", "edm_stochastic") else 1
     for i in range(steps - 1):
         expected = constant if i == k else seen[i]["x"]
         torch.testing.assert_close(inputs[calls_per_step * (i + 1)], expected, atol=1e-12, rtol=0)
@@ -242,7 +245,7 @@ def test_callback_sees_every_step_and_its_replacement_propagates(name):
     torch.testing.assert_close(always, constant, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun", "edm_stochastic"])
 def test_start_index_runs_the_tail_of_the_full_loop(name):
     sched = schedule_for()
     den = Denoiser(toy_model(sched, "v"), sched, "v")
@@ -289,7 +292,7 @@ def test_half_precision_input_returns_its_dtype_close_to_float32(name):
 def test_registry_and_argument_errors_are_clear():
     sched = schedule_for()
     den = Denoiser(toy_model(sched, "eps"), sched, "eps")
-    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp_2m, euler, heun"):
+    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp_2m, euler, heun, edm_stochastic"):
         get_sampler("plms")
     with pytest.raises(ValueError, match=r"start_index must lie in \[0, 4\]"):
         get_sampler("ddim")(den, x_T(), sched, 5, start_index=5)
@@ -297,3 +300,49 @@ def test_registry_and_argument_errors_are_clear():
         get_sampler("ddpm")(den, x_T(), sched, 1001)
     with pytest.raises(ValueError, match="callback returned shape"):
         get_sampler("euler")(den, x_T(), sched, 3, callback=lambda info: torch.zeros(1))
+
+
+def exact_gaussian_denoiser(schedule, std: float = 0.5):
+    """The exact x̂_0 of data N(0, std²) (VP scale): any correct sampler, ODE or SDE, returns that law."""
+
+    def denoise(x, t):
+        a, s = (c.to(x.dtype).reshape(-1, *[1] * (x.ndim - 1)) for c in schedule.alpha_sigma(t))
+        x0 = a * std**2 * x / (a**2 * std**2 + s**2)
+        return x0, (x - a * x0) / s
+
+    return denoise
+
+
+def test_edm_stochastic_without_churn_is_heun_and_with_churn_samples_the_data_law():
+    """Karras et al. 2022, Algorithm 2. The network must be called at the raised level σ̂ = (1 + γ)σ: telling
+    it σ_i instead (as diffusers' Euler with s_churn does) leaves std ≈ 0.70 here instead of 0.50."""
+    sched = schedule_for()
+    den = Denoiser(toy_model(sched, "v"), sched, "v")
+    heun = SAMPLERS["heun"](den, x_T(), sched, 12)
+    no_churn = SAMPLERS["edm_stochastic"](den, x_T(), sched, 12, generator=gen(), s_churn=0.0)
+    torch.testing.assert_close(no_churn, heun, atol=1e-12, rtol=0)
+    exact = exact_gaussian_denoiser(sched)
+    start = torch.randn(20_000, 1, 1, 1, generator=gen(0), dtype=torch.float64)
+    ode = SAMPLERS["heun"](exact, start, sched, 100)
+    sde = SAMPLERS["edm_stochastic"](exact, start, sched, 100, generator=gen(), s_churn=40, s_noise=1.0)
+    assert abs(float(sde.std()) - 0.5) < 0.01 and abs(float(sde.mean())) < 0.01
+    assert float((sde - ode).abs().mean()) > 0.1  # the churn noise changed the samples
+
+
+def test_edm_stochastic_churns_only_inside_its_range_and_never_above_the_trained_sigma_max():
+    sched = schedule_for()
+    seen = []
+
+    def recording(x, t):
+        seen.append(t[0].item())
+        return exact_gaussian_denoiser(sched)(x, t)
+
+    SAMPLERS["edm_stochastic"](recording, x_T(), sched, 10, generator=gen(), s_churn=40, s_tmax=1e9)
+    assert max(seen) <= sched.num_timesteps - 1 and seen[0] == sched.num_timesteps - 1
+    plan = sampler_timesteps("edm_stochastic", sched, 10)
+    first_calls = torch.tensor(seen[::2]).double()  # two calls per step, one in the last
+    raised = first_calls[1:-1] > plan[1:-1] + 1e-9  # σ_i in [0.05, ∞): each step starts above its plan
+    assert bool(raised.all())
+    exact = exact_gaussian_denoiser(sched)
+    off = SAMPLERS["edm_stochastic"](exact, x_T(), sched, 10, generator=gen(), s_tmin=1e6)
+    torch.testing.assert_close(off, SAMPLERS["heun"](exact, x_T(), sched, 10), atol=1e-12, rtol=0)

@@ -35,7 +35,9 @@ def _sampling_flags(
     else:
         p.add_argument("run", type=Path, help=run_help)
     p.add_argument("--steps", type=int, default=steps, help="sampler steps (network evaluations for most)")
-    p.add_argument("--sampler", default=sampler, help="ddpm | ddim | dpmpp_2m | euler | heun")
+    p.add_argument(
+        "--sampler", default=sampler, help="ddpm | ddim | dpmpp_2m | euler | heun | edm_stochastic"
+    )
     p.add_argument(
         "--guidance",
         type=float,

@@ -3,7 +3,8 @@
 
 Common opts: `start_index` (begin at that step of the `steps`-step discretisation, with x_T already noised
 to `sampler_timesteps(name, schedule, steps)[start_index]` in VP scale: img2img / SDEdit). Per sampler:
-`timestep_spacing` (ddpm, ddim, dpmpp_2m), `eta` (ddim), `rho` (euler, heun).
+`timestep_spacing` (ddpm, ddim, dpmpp_2m), `eta` (ddim), `rho` (euler, heun, edm_stochastic), `s_churn`,
+`s_tmin`, `s_tmax`, `s_noise` (edm_stochastic).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from latentdiff.diffusion.samplers_discrete import (
     sample_ddpm,
     sample_dpmpp_2m,
 )
-from latentdiff.diffusion.samplers_karras import karras_timesteps, sample_euler, sample_heun
+from latentdiff.diffusion.samplers_karras import (
+    karras_timesteps,
+    sample_edm_stochastic,
+    sample_euler,
+    sample_heun,
+)
 from latentdiff.diffusion.schedule import NoiseSchedule
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -28,6 +34,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m": sample_dpmpp_2m,
     "euler": sample_euler,
     "heun": sample_heun,
+    "edm_stochastic": sample_edm_stochastic,
 }
 
 _TIMESTEPS: dict[str, Callable[..., Tensor]] = {
@@ -36,6 +43,7 @@ _TIMESTEPS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m": dpmpp_timesteps,
     "euler": karras_timesteps,
     "heun": karras_timesteps,
+    "edm_stochastic": karras_timesteps,
 }
 
 
@@ -47,7 +55,7 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
 
 
 def sampler_timesteps(name: str, schedule: NoiseSchedule, steps: int, **opts: object) -> Tensor:
-    """The timestep at which each step's input lives (int64, or float64 for euler/heun), for the same
+    """The timestep at which each step's input lives (int64, or float64 for the Karras ones), for the same
     `steps` and spacing opts (`timestep_spacing` or `rho`) as the sampler call."""
     get_sampler(name)
     return _TIMESTEPS[name](schedule, steps, **opts)

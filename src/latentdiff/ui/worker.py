@@ -33,7 +33,7 @@ MAX_STEPS = 500  # sampler steps the page accepts: more is a typo, not a wish (a
 MAX_IMAGES = 16  # images per click: each is one sampling, one at a time
 MAX_FRAMES = 16  # images in an interpolation strip
 SIZE_FACTORS = (1.0, 1.5, 2.0)  # image sides offered, times the trained one (those the backbone takes)
-SAMPLERS = ("dpmpp_2m", "ddim", "ddpm", "euler", "heun")
+SAMPLERS = ("dpmpp_2m", "ddim", "ddpm", "euler", "heun", "edm_stochastic")
 
 
 class Cancelled(Exception):
