@@ -30,12 +30,14 @@ from report import sampler_text  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.diffusion import get_sampler  # noqa: E402
-from latentdiff.evaluation import evaluate_generation  # noqa: E402
+from latentdiff.evaluation import (
+    evaluate_generation,  # noqa: E402
+    fid_floor,  # noqa: E402
+)
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.trainer_state import latest_step  # noqa: E402
-from latentdiff.workflow import fid_floor  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 

@@ -48,13 +48,16 @@ from common import RESULTS, RUNS, git_commit, machine, read_result, regenerate_d
 
 from latentdiff import demo  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluation import evaluate_generation  # noqa: E402
+from latentdiff.evaluation import (
+    evaluate_generation,  # noqa: E402
+    fid_floor,  # noqa: E402
+)
 from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.trainer_state import latest_step  # noqa: E402
-from latentdiff.workflow import fid_floor, guide_stage_of, plan_run, stages_of  # noqa: E402
+from latentdiff.workflow import guide_stage_of, plan_run, stages_of  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 SHARES = (3.0 / 15, 8.0 / 15)  # the demo's minutes per stage out of its 15

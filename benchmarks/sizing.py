@@ -1,6 +1,6 @@
 """The size presets measured: parameters, training images/s per stage and peak memory, on this machine,
 at the two resolutions the toolkit trains at on a CPU (32 px grey, 64 px RGB). `latentdiff train` runs the
-same probe (`training.planner.probe_speeds`) before it plans; this records what it sees here.
+same probe (`training.speed_probe.probe_speeds`) before it plans; this records what it sees here.
 
     python benchmarks/sizing.py                # writes results/sizing.json, regenerates docs/benchmarks.md
     python benchmarks/sizing.py --device cuda  # writes results/sizing_cuda.json (adds 128 px RGB)
@@ -29,7 +29,7 @@ from common import machine, regenerate_docs, setup, write_result  # noqa: E402
 from latentdiff.autoencoder.model import Autoencoder  # noqa: E402
 from latentdiff.nets.unet import UNet  # noqa: E402
 from latentdiff.training import presets  # noqa: E402
-from latentdiff.training.planner import probe_autoencoder, probe_unet  # noqa: E402
+from latentdiff.training.speed_probe import probe_autoencoder, probe_unet  # noqa: E402
 
 CASES = {"32px grey": (1, 32), "64px RGB": (3, 64)}
 CASES_CUDA = {**CASES, "128px RGB": (3, 128)}

@@ -4,7 +4,7 @@ commands' defaults, on a flat folder of the emoji train images (64×64 RGB, no c
     python benchmarks/train_budget.py                  # 20 minutes each; writes results/train_budget.json
 
 Both runs see the same folder, whose held-out split (10 % by a hash of the path) is the same for both; both
-are evaluated by the same code (`workflow.evaluate_run`: held-out PSNR/SSIM of Stage 1, FID of N samples
+are evaluated by the same code (`run_report.evaluate_run`: held-out PSNR/SSIM of Stage 1, FID of N samples
 against N held-out images, the real-vs-real floor at that N). Defaults: `train-autoencoder --resolution 64
 --kind kl --f 4 --minutes 0.4·M` then `train-diffusion --minutes 0.6·M` (the 8/12 split of the issue).
 Wall time is measured from the command's start to its end, evaluation included for `train`. The stage
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RUNS, machine, regenerate_docs, setup, write_result  # noqa: E402
 
 from latentdiff.data.png_export import export_dataset  # noqa: E402
+from latentdiff.run_report import evaluate_run  # noqa: E402
 from latentdiff.training.trainer_state import checkpoint_root, latest_checkpoint  # noqa: E402
-from latentdiff.workflow import evaluate_run  # noqa: E402
 
 HERE = Path(__file__).parent
 

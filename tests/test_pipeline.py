@@ -7,7 +7,8 @@ import torch
 from suite_device import TEST_DEVICE
 
 from latentdiff.io.checkpoint import CheckpointError
-from latentdiff.pipeline import LatentDiffusionPipeline, slerp
+from latentdiff.pipeline import LatentDiffusionPipeline
+from latentdiff.pipeline_editing import slerp
 
 
 @pytest.fixture(scope="module")

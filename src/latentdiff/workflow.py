@@ -2,8 +2,8 @@
 
 Reads the data, plans sizes and time for this machine (`training.planner`), trains Stage 1, measures the
 latent statistics, encodes the data, trains Stage 2, then evaluates on the held-out split and writes
-`samples.png`, `how_it_works.png`, `metrics.json` and `report.md` into the run folder. The plan is kept as
-`plan.yaml`: `--resume` continues the stage where a run stopped, with the same plan.
+`samples.png`, `how_it_works.png`, `metrics.json` and `report.md` into the run folder (`run_report`). The
+plan is kept as `plan.yaml`: `--resume` continues the stage where a run stopped, with the same plan.
 """
 
 from __future__ import annotations
@@ -19,30 +19,17 @@ import torch
 import yaml
 
 from latentdiff.data import load_dataset
-from latentdiff.evaluation import (
-    evaluate_autoencoder,
-    evaluate_generation,
-    how_it_works_figure,
-    reference_features_cached,
-    reference_features_for,
-)
-from latentdiff.figures import class_grid
+from latentdiff.evaluation import reference_features_cached
 from latentdiff.io.checkpoint import read_json, write_json
-from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline
+from latentdiff.pipeline import GUIDE_FOLDER
+from latentdiff.run_report import evaluate_run, fid_sample_count, write_train_report
 from latentdiff.training import presets
+from latentdiff.training.data_summary import DataSummary, inspect_data
 from latentdiff.training.distributed import resolve_device
-from latentdiff.training.planner import (
-    GUIDE_PRESET,
-    SAMPLES_FOR_EVAL,
-    DataSummary,
-    Plan,
-    inspect_data,
-    make_plan,
-    probe_inception,
-    probe_speeds,
-)
+from latentdiff.training.planner import GUIDE_PRESET, Plan, make_plan
 from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.run_folder import RunFolderError
+from latentdiff.training.speed_probe import probe_inception, probe_speeds
 from latentdiff.training.stages import DataConfig
 from latentdiff.training.trainer_state import latest_step
 
@@ -154,11 +141,6 @@ def cached_references(data: str, summary: DataSummary) -> int:
     test = load_dataset(data, "test", summary.resolution, summary.channels)
     n = fid_sample_count(train, test)
     return sum(reference_features_cached(split, n, protocol) for split in (test, train))
-
-
-def fid_sample_count(train, test) -> int:
-    """N of `evaluate_run`'s FID: generated images, held-out references and train images for the floor."""
-    return min(SAMPLES_FOR_EVAL, len(test), len(train))
 
 
 def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
@@ -293,194 +275,3 @@ def fid_weights_missing() -> str | None:
     except InceptionWeightsError as err:
         return str(err)
     return None
-
-
-def fid_floor(train, test, num_images: int, extractor, progress: bool = True) -> float:
-    """FID of real against real at the same N: `num_images` train images against as many held-out ones, the
-    best FID any generator can expect to reach at that N (FID is biased upwards at small N)."""
-    from latentdiff.metrics.fid import fid_from_features
-
-    # FID only: KID over subsets of all N images would cost 100 N×N kernels (20 min at N = 10,000 here)
-    real_test = reference_features_for(test, num_images, extractor, progress)
-    real_train = reference_features_for(train, num_images, extractor, progress)
-    return float(fid_from_features(real_test, real_train))
-
-
-def spread_captions(captions: list[list[str]], n: int, where: str) -> list[tuple[str, str]]:
-    """The first captions of `n` images spread evenly over a split (distinct, in order), tagged `where`."""
-    firsts = list(dict.fromkeys(c[0] for c in captions if c))
-    picked = [firsts[i] for i in sorted({round(i * (len(firsts) - 1) / max(1, n - 1)) for i in range(n)})]
-    return [(p, where) for p in picked[:n]]
-
-
-def evaluate_run(
-    run_dir: Path,
-    data: str,
-    resolution: int,
-    channels: int,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    fid: bool = True,
-) -> dict[str, Any]:
-    """Held-out PSNR/SSIM, samples.png, how_it_works.png and (unless `fid` is False) FID with its
-    real-vs-real floor at the same N, for a trained run folder (however it was trained)."""
-    from latentdiff.metrics.inception import InceptionFeatures
-
-    pipe = LatentDiffusionPipeline.from_pretrained(run_dir, device=device)
-    train = load_dataset(data, "train", resolution, channels)
-    test = load_dataset(data, "test", resolution, channels)
-    recon = evaluate_autoencoder(pipe.autoencoder, test, limit=1000, progress=progress)
-    # with a guide: autoguidance (it beat classifier-free guidance at the same w, benchmarks/guidance.py)
-    kind = "auto" if pipe.guide is not None else "cfg"
-    guidance = 2.0 if pipe.num_classes or pipe.takes_text or pipe.guide is not None else 1.0
-    named = f"{'autoguidance' if kind == 'auto' else 'guidance'} {guidance}"
-    if pipe.takes_text and test.captions:
-        prompts = [
-            *spread_captions(train.captions, 8, "seen"),
-            *spread_captions(test.captions, 8, "held-out"),
-        ]
-        images = pipe(
-            num_images=6 * len(prompts),
-            steps=20,
-            sampler="dpmpp_2m",
-            guidance_scale=guidance,
-            prompt=[p for p, _ in prompts for _ in range(6)],
-            seed=seed,
-            output_type="pt",
-        )
-        how = f"DPM-Solver++ 20 steps, guidance {guidance}"
-        title = f"prompts: seen = captions of train images, held-out = of held-out images; {how}"
-        labels = [f"{p} ({where})" for p, where in prompts]
-        class_grid(images, labels, run_dir / "prompts.png", cols=6, title=title)
-        seen = sum(where == "seen" for _, where in prompts)
-        title = f"samples for captions of train images: {how}"
-        class_grid(images[: 6 * seen], labels[:seen], run_dir / "samples.png", cols=6, title=title)
-    elif pipe.num_classes:
-        names = pipe.class_names or [str(i) for i in range(pipe.num_classes)]
-        shown = names[:20]  # one row per class, the first 20 classes
-        labels = [c for c in range(len(shown)) for _ in range(8)]
-        images = pipe(
-            num_images=len(labels),
-            steps=20,
-            sampler="dpmpp_2m",
-            guidance_scale=guidance,
-            class_labels=labels,
-            seed=seed,
-            output_type="pt",
-            guidance=kind,
-        )
-        class_grid(
-            images, shown, run_dir / "samples.png", cols=8, title=f"samples: DPM-Solver++ 20 steps, {named}"
-        )
-    else:
-        images = pipe(
-            num_images=64,
-            steps=20,
-            sampler="dpmpp_2m",
-            seed=seed,
-            output_type="pt",
-            guidance_scale=guidance,
-            guidance=kind,
-        )
-        title = "samples: DPM-Solver++ 20 steps" + (f", {named}" if guidance != 1.0 else "")
-        class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title=title)
-    how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
-    model = {
-        "autoencoder_params": _params(pipe.autoencoder),
-        "backbone_params": _params(pipe.backbone),
-        "latent_shape": list(pipe.latent_shape),
-    }
-    held_out = getattr(test, "split_rule", None) or f"{data} test split"
-    if not fid:
-        return {"reconstruction": recon, "fid": None, "model": model, "held_out": held_out}
-    n = fid_sample_count(train, test)
-    extractor = InceptionFeatures()
-    scores = evaluate_generation(
-        pipe,
-        test,
-        n,
-        20,
-        "dpmpp_2m",
-        guidance,
-        n,
-        seed,
-        extractor=extractor,
-        progress=progress,
-        reconstruction=False,
-        guidance=kind,
-    )
-    scores["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)
-    scores["floor_protocol"] = f"{n} train images against {n} held-out images"
-    return {"reconstruction": recon, "fid": scores, "model": model, "held_out": held_out}
-
-
-def _params(module: torch.nn.Module) -> str:
-    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
-
-
-def _fid_line(fid: dict[str, Any] | None, why_not: str | None) -> str:
-    if fid is None:
-        return f"- Samples: FID not measured: {why_not}."
-    return (
-        f"- Samples: FID **{fid['fid']:.1f}** (N = {fid['num_fake']} generated vs {fid['num_real']} "
-        f"held-out, {fid['sampler']} {fid['steps']} steps, {fid.get('guidance', 'guidance')} "
-        f"{fid['guidance_scale']}); the "
-        f"real-vs-real floor at that N ({fid['floor_protocol']}) is **{fid['floor_real_vs_real']:.1f}**, so "
-        f"the model is at {fid['fid'] / fid['floor_real_vs_real']:.2f}× the floor. "
-        f"KID {fid['kid_mean']:.4f}" + (f" ± {fid['kid_std']:.4f}." if fid["kid_std"] > 1e-9 else ".")
-    )
-
-
-def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: dict[str, Any]) -> Path:
-    recon, fid, t, steps = metrics["reconstruction"], metrics["fid"], metrics["minutes"], metrics["steps"]
-    c, h, w = metrics["model"]["latent_shape"]
-    ae_params, backbone_params = metrics["model"]["autoencoder_params"], metrics["model"]["backbone_params"]
-    sessions = f" (over {t['sessions']} sessions: --resume)" if t.get("sessions", 1) > 1 else ""
-    lines = [
-        f"# latentdiff train: {plan.data}",
-        "",
-        "## What was chosen, and why",
-        "",
-        "```",
-        plan.describe(),
-        "```",
-        "",
-        "## What was trained",
-        "",
-        "| stage | model | steps | minutes |",
-        "|---|---|---|---|",
-        f"| Stage 1 | KL autoencoder `{plan.autoencoder}`, f = {plan.f}, {ae_params} params "
-        f"| {steps['autoencoder']} × {ae_stage.train.batch_size} | {t['stage1']:.1f} (statistics included) |",
-        f"| Stage 2 | U-Net `{plan.backbone}` on {c}×{h}×{w} latents, {backbone_params} parameters | "
-        f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
-        *(
-            [
-                f"| its autoguidance guide | U-Net `{GUIDE_PRESET}` on the same latents | {steps['guide']} × "
-                f"{dm_stage.train.batch_size} | {t.get('guide', 0.0):.1f} |"
-            ]
-            if "guide" in steps
-            else []
-        ),
-        f"| planning (data, speed probe) | | | {t['planning']:.1f} |",
-        f"| evaluation | | | {t['evaluation']:.1f} |",
-        f"| **total**{sessions} | | | **{t['total']:.1f}** |",
-        "",
-        "## How good it is",
-        "",
-        f"Held-out images: {metrics['held_out']}.",
-        "",
-        f"- Reconstruction (Stage 1 alone, {recon['num_images']} held-out images): "
-        f"PSNR **{recon['psnr']:.2f} dB**, "
-        f"SSIM {recon['ssim']:.3f}; compression d/k = {recon['compression_ratio']:.0f}.",
-        _fid_line(fid, metrics.get("fid_not_measured")),
-        "",
-        "![prompts](prompts.png)" if (run_dir / "prompts.png").is_file() else "![samples](samples.png)",
-        "",
-        "![how it works](how_it_works.png)",
-        "",
-        f"torch {torch.__version__}, device {plan.device}.",
-    ]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path

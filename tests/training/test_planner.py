@@ -11,14 +11,9 @@ import torch
 from PIL import Image
 
 from latentdiff.training import presets
-from latentdiff.training.planner import (
-    MIN_IMAGES,
-    STAGE1_SHARE,
-    expected_overheads,
-    inspect_data,
-    make_plan,
-    probe_inception,
-)
+from latentdiff.training.data_summary import inspect_data
+from latentdiff.training.planner import MIN_IMAGES, STAGE1_SHARE, expected_overheads, make_plan
+from latentdiff.training.speed_probe import probe_inception
 
 
 def _png(path, size, mode="RGB", seed=0):
@@ -223,8 +218,9 @@ def test_reference_features_already_cached_give_their_evaluation_time_to_trainin
     from latentdiff.data import load_dataset
     from latentdiff.evaluation import reference_features_for
     from latentdiff.metrics import reference_cache
+    from latentdiff.run_report import fid_sample_count
     from latentdiff.training.planner import INCEPTION_PASSES, SAMPLES_FOR_EVAL
-    from latentdiff.workflow import cached_references, fid_sample_count
+    from latentdiff.workflow import cached_references
 
     monkeypatch.setattr(reference_cache, "data_root", lambda: tmp_path)
     s = inspect_data("digits")

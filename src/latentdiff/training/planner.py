@@ -1,10 +1,11 @@
 """From a folder and a time budget to a training plan: what the data is, which sizes this machine can train
 in that time, and how the time is split between the stages.
 
-`inspect_data` reads the data (channels, a resolution from the images' sizes, classes); `probe_speeds` times
-a few training steps of each preset on this machine; `make_plan` turns the budget and those measurements into
-a `Plan` (presets, f, minutes per stage, expected steps), which `latentdiff train` prints before training and
-keeps in the run folder (`plan.yaml`) so that `--resume` continues the same plan.
+`data_summary.inspect_data` reads the data (channels, a resolution from the images' sizes, classes);
+`speed_probe.probe_speeds` times a few training steps of each preset on this machine; `make_plan` turns the
+budget and those measurements into a `Plan` (presets, f, minutes per stage, expected steps), which
+`latentdiff train` prints before training and keeps in the run folder (`plan.yaml`) so that `--resume`
+continues the same plan.
 
 The rule (`make_plan`): reserve time for the evaluation, give Stage 1 a fixed share of the rest
 (`STAGE1_SHARE`), then pick for each stage the largest preset whose measured speed still gives it
@@ -17,16 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from latentdiff.training.presets import PRESET_NAMES, autoencoder_config, choose_f, unet_config
-from latentdiff.training.stages import TextConfig
+from latentdiff.training.data_summary import DataSummary
+from latentdiff.training.presets import PRESET_NAMES, choose_f
 
 log = logging.getLogger(__name__)
 
@@ -62,224 +60,8 @@ INCEPTION_SECONDS = {"cpu": 0.065, "cuda": 0.004}
 # Inception passes of the evaluation: held-out reference images, samples, train images (the floor); the two
 # of real images are skipped when their features are cached (`cached_references`)
 INCEPTION_PASSES = 3
-NATIVE = {"fashion-mnist": (1, 32), "mnist": (1, 32), "emoji": (3, 64), "digits": (1, 8), "shapes": (3, 32)}
 DEFAULT_SIZE = {"cpu": "small", "cuda": "base"}
 DEFAULT_STEPS = (6000, 10_000)  # Stage 1, Stage 2 without a time budget
-
-
-@dataclass
-class DataSummary:
-    """What `latentdiff train` needs to know about the data, and why it chose what it chose."""
-
-    name: str
-    channels: int
-    resolution: int
-    num_images: int
-    num_classes: int
-    class_names: list[str]
-    notes: list[str] = field(default_factory=list)
-    captioned: bool = False  # captions found: Stage 2 is text-conditioned
-
-
-def _power_of_two_at_most(n: int) -> int:
-    return 1 << (max(1, n).bit_length() - 1)
-
-
-def inspect_data(name_or_path: str, resolution: int | None = None, device: str = "cpu") -> DataSummary:
-    """Channels (grey when every image is), a resolution (the largest power of two not above the images'
-    median shorter side, at most 64 px on a CPU and 256 on a GPU unless `resolution` is given) and classes
-    (sub-folders) of a built-in dataset or an image folder."""
-    from PIL import Image
-
-    from latentdiff.data.builtin import BUILTIN
-    from latentdiff.data.image_folder import find_images, folder_labels
-    from latentdiff.data.load import data_has_captions
-
-    notes: list[str] = []
-    if name_or_path.lower() in BUILTIN:
-        channels, native = NATIVE.get(name_or_path.lower(), (3, 64))
-        res = resolution or native
-        notes.append(f"built-in `{name_or_path}`: {'grey' if channels == 1 else 'RGB'}, trained at {res} px")
-        from latentdiff.data import load_dataset
-
-        ds = load_dataset(name_or_path, "train", res, channels)
-        names = list(ds.class_names or [])
-        captioned = ds.captions is not None
-        if captioned:
-            notes.append("captioned: text-conditioned (a tokenizer and text encoder trained with the model)")
-        return DataSummary(name_or_path, channels, res, len(ds), len(names), names, notes, captioned)
-
-    root = Path(name_or_path).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data {name_or_path}: no such folder, and not a built-in dataset")
-    files = find_images(root / "train" if (root / "train").is_dir() else root)
-    if not files:
-        raise ValueError(f"--data {root}: no image files found")
-    step = max(1, len(files) // 500)  # read the headers of up to ~500 files, spread over the folder
-    sides, grey = [], True
-    for path in files[::step]:
-        try:
-            with Image.open(path) as im:
-                sides.append(min(im.size))
-                grey &= im.mode in ("1", "L", "LA", "I", "I;16", "F") or _is_grey_rgb(im)
-        except OSError:
-            continue
-    if not sides:
-        raise ValueError(f"--data {root}: none of the sampled image files could be read")
-    channels = 1 if grey else 3
-    notes.append(f"{'grey' if grey else 'colour'} images (read {len(sides)} of {len(files)} files' headers)")
-    cap = 256 if device.startswith("cuda") else 64
-    median = int(statistics.median(sides))
-    if resolution is None:
-        resolution = max(8, min(cap, _power_of_two_at_most(median)))
-        why = f"median shorter side {median} px"
-        if _power_of_two_at_most(median) > cap:
-            why += f", capped at {cap} px on this device (--resolution to override)"
-        notes.append(f"resolution {resolution} px ({why})")
-    else:
-        notes.append(f"resolution {resolution} px (asked for; median shorter side {median} px)")
-    class_names, _ = folder_labels(root / "train" if (root / "train").is_dir() else root, files, "auto")
-    names = list(class_names or [])
-    captioned = data_has_captions(str(root))
-    if captioned:
-        notes.append("captions (metadata.jsonl or NAME.txt): text-conditioned")
-    else:
-        notes.append(
-            f"{len(names)} classes from sub-folders: class-conditional"
-            if names
-            else "no class sub-folders: unconditional"
-        )
-    return DataSummary(str(root), channels, resolution, len(files), len(names), names, notes, captioned)
-
-
-def _is_grey_rgb(im) -> bool:
-    """An RGB(A) image whose three channels are equal (a grey image saved as colour)."""
-    if im.mode not in ("RGB", "RGBA"):
-        return False
-    small = im.convert("RGB").resize((16, 16))
-    r, g, b = small.split()
-    return r.tobytes() == g.tobytes() == b.tobytes()
-
-
-# --- measuring this machine ---------------------------------------------------------------------------------
-
-
-def _timed_steps(step, warmup: int = 2, steps: int = 3) -> float:
-    """Seconds per call of `step` after `warmup` calls (the least disturbed of `steps` timings). One warm-up
-    call was too few: the first preset probed in a process (the `tiny` autoencoder) read 162-222 images/s
-    in `make demo` runs against 331 when probed again in a warm process, and trained at ~270."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _training_rate(model: torch.nn.Module, loss_fn, batch: int, device: torch.device) -> float:
-    """Images per second of one bf16-autocast training step (`loss_fn()`, backward, fused AdamW)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return batch / _timed_steps(step)
-
-
-def probe_autoencoder(preset: str, channels: int, resolution: int, batch: int, device: torch.device) -> float:
-    """Images per second of one Stage 1 training step (forward, KL + L2 loss, backward, AdamW) in bf16."""
-    from latentdiff.autoencoder.model import Autoencoder
-
-    torch.manual_seed(0)
-    model = Autoencoder(autoencoder_config(preset, channels, resolution)).to(device).train()
-    x = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
-
-    def loss():
-        post = model.encode(x)
-        return (model.decode(post.sample()).float() - x).pow(2).mean() + 1e-6 * post.kl().mean()
-
-    return _training_rate(model, loss, batch, device)
-
-
-def probe_unet(
-    preset: str, latent_side: int, classes: int, batch: int, device: torch.device, text: bool = False
-) -> float:
-    """Images per second of one Stage 2 training step (forward, MSE, backward, AdamW) in bf16; with `text`,
-    of the cross-attention U-Net reading a full-length prompt of the default text encoder's width (its
-    transformer blocks make a step slower: the emoji text demo trained at 139 images/s where the class
-    U-Net's probe had measured 213)."""
-    from latentdiff.nets import conditioning
-    from latentdiff.nets.unet import UNet
-
-    torch.manual_seed(0)
-    words = TextConfig()
-    cfg = dataclasses.replace(
-        unet_config(preset, latent_side),
-        in_channels=4,
-        out_channels=4,
-        sample_size=latent_side,
-        num_classes=0 if text else classes,
-        cross_attention_dim=words.width if text else None,
-    )
-    model = UNet(cfg).to(device).train()
-    z = torch.randn(batch, 4, latent_side, latent_side, device=device)
-    t = torch.rand(batch, device=device) * 999
-    cond = None
-    if text:
-        cond = {
-            conditioning.TEXT_EMBEDDINGS: torch.randn(batch, words.max_length, words.width, device=device),
-            conditioning.TEXT_MASK: torch.ones(batch, words.max_length, dtype=torch.bool, device=device),
-        }
-    elif classes:
-        cond = {"class": torch.arange(batch, device=device) % classes}
-    return _training_rate(model, lambda: (model(z, t, cond).float() - z).pow(2).mean(), batch, device)
-
-
-def probe_inception(device: torch.device) -> float | None:
-    """Seconds per image of the evaluation's Inception-v3 features on this machine (its FID costs 3 passes
-    of `SAMPLES_FOR_EVAL` images: ~3 minutes on 2 CPU cores, which the plan must keep back); None when the
-    weights are not installed (no FID is then measured)."""
-    from latentdiff.metrics.inception import InceptionFeatures, InceptionWeightsError
-
-    try:
-        extractor = InceptionFeatures(device)
-    except InceptionWeightsError:
-        return None
-    x = torch.zeros(extractor.batch_size, 3, 32, 32, device=device)
-    return _timed_steps(lambda: extractor(x)) / extractor.batch_size
-
-
-def probe_speeds(
-    summary: DataSummary,
-    device: torch.device,
-    presets: tuple[str, ...] = PRESET_NAMES,
-    stop_below: float = 0.0,
-) -> dict[str, dict[str, float]]:
-    """Measured training images/s per preset and stage, smallest first; a stage stops probing once a preset
-    is slower than `stop_below` images/s (the larger ones can only be slower)."""
-    f = choose_f(summary.resolution)
-    side = summary.resolution // f
-    speeds: dict[str, dict[str, float]] = {"autoencoder": {}, "diffusion": {}}
-    for preset in presets:
-        rate = probe_autoencoder(preset, summary.channels, summary.resolution, 32, device)
-        speeds["autoencoder"][preset] = rate
-        if rate < stop_below:
-            break
-    for preset in presets:
-        batch = 128 if side <= 8 else 64
-        rate = probe_unet(preset, side, summary.num_classes, batch, device, text=summary.captioned)
-        speeds["diffusion"][preset] = rate
-        if rate < stop_below:
-            break
-    return speeds
 
 
 # --- the plan -----------------------------------------------------------------------------------------------
