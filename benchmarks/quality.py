@@ -55,11 +55,13 @@ from latentdiff.evaluation import (
 from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
+from latentdiff.training.planner import EVAL_SAMPLER, EVAL_SAMPLER_OPTS, EVAL_STEPS  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
 from latentdiff.training.trainer_state import latest_step  # noqa: E402
 from latentdiff.workflow import guide_stage_of, plan_run, stages_of  # noqa: E402
 
-SAMPLER, STEPS = "dpmpp_2m", 20
+# the same sampler as `latentdiff train`'s own evaluation
+SAMPLER, STEPS, SAMPLER_OPTS = EVAL_SAMPLER, EVAL_STEPS, EVAL_SAMPLER_OPTS
 SHARES = (3.0 / 15, 8.0 / 15)  # the demo's minutes per stage out of its 15
 
 
@@ -167,6 +169,7 @@ def measure(
         progress=False,
         reconstruction=rfid,
         guidance=kind,
+        sampler_opts=SAMPLER_OPTS,
     )
     fid["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress=False)
     labels = [c for c in range(10) for _ in range(8)]
@@ -174,6 +177,7 @@ def measure(
         num_images=80,
         steps=STEPS,
         sampler=SAMPLER,
+        **SAMPLER_OPTS,
         guidance_scale=guidance,
         class_labels=labels,
         seed=seed,

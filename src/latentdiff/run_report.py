@@ -10,10 +10,18 @@ from typing import Any
 import torch
 
 from latentdiff.data import load_dataset
+from latentdiff.diffusion.samplers import sampler_description
 from latentdiff.evaluation import evaluate_autoencoder, evaluate_generation, fid_floor, how_it_works_figure
 from latentdiff.figures import class_grid
 from latentdiff.pipeline import LatentDiffusionPipeline
-from latentdiff.training.planner import GUIDE_PRESET, SAMPLES_FOR_EVAL, Plan
+from latentdiff.training.planner import (
+    EVAL_SAMPLER,
+    EVAL_SAMPLER_OPTS,
+    EVAL_STEPS,
+    GUIDE_PRESET,
+    SAMPLES_FOR_EVAL,
+    Plan,
+)
 
 
 def fid_sample_count(train, test) -> int:
@@ -50,6 +58,8 @@ def evaluate_run(
     kind = "auto" if pipe.guide is not None else "cfg"
     guidance = 2.0 if pipe.num_classes or pipe.takes_text or pipe.guide is not None else 1.0
     named = f"{'autoguidance' if kind == 'auto' else 'guidance'} {guidance}"
+    sampling = {"steps": EVAL_STEPS, "sampler": EVAL_SAMPLER, **EVAL_SAMPLER_OPTS}
+    solver = sampler_description(EVAL_SAMPLER, EVAL_STEPS, EVAL_SAMPLER_OPTS)
     if pipe.takes_text and test.captions:
         prompts = [
             *spread_captions(train.captions, 8, "seen"),
@@ -57,14 +67,13 @@ def evaluate_run(
         ]
         images = pipe(
             num_images=6 * len(prompts),
-            steps=20,
-            sampler="dpmpp_2m",
+            **sampling,
             guidance_scale=guidance,
             prompt=[p for p, _ in prompts for _ in range(6)],
             seed=seed,
             output_type="pt",
         )
-        how = f"DPM-Solver++ 20 steps, guidance {guidance}"
+        how = f"{solver}, guidance {guidance}"
         title = f"prompts: seen = captions of train images, held-out = of held-out images; {how}"
         labels = [f"{p} ({where})" for p, where in prompts]
         class_grid(images, labels, run_dir / "prompts.png", cols=6, title=title)
@@ -77,28 +86,24 @@ def evaluate_run(
         labels = [c for c in range(len(shown)) for _ in range(8)]
         images = pipe(
             num_images=len(labels),
-            steps=20,
-            sampler="dpmpp_2m",
+            **sampling,
             guidance_scale=guidance,
             class_labels=labels,
             seed=seed,
             output_type="pt",
             guidance=kind,
         )
-        class_grid(
-            images, shown, run_dir / "samples.png", cols=8, title=f"samples: DPM-Solver++ 20 steps, {named}"
-        )
+        class_grid(images, shown, run_dir / "samples.png", cols=8, title=f"samples: {solver}, {named}")
     else:
         images = pipe(
             num_images=64,
-            steps=20,
-            sampler="dpmpp_2m",
+            **sampling,
             seed=seed,
             output_type="pt",
             guidance_scale=guidance,
             guidance=kind,
         )
-        title = "samples: DPM-Solver++ 20 steps" + (f", {named}" if guidance != 1.0 else "")
+        title = f"samples: {solver}" + (f", {named}" if guidance != 1.0 else "")
         class_grid(images, [""] * 8, run_dir / "samples.png", cols=8, title=title)
     how_it_works_figure(pipe, test, run_dir / "how_it_works.png", recon["psnr"], seed)
     model = {
@@ -115,14 +120,15 @@ def evaluate_run(
         pipe,
         test,
         n,
-        20,
-        "dpmpp_2m",
+        EVAL_STEPS,
+        EVAL_SAMPLER,
         guidance,
         n,
         seed,
         extractor=extractor,
         progress=progress,
         reconstruction=False,
+        sampler_opts=EVAL_SAMPLER_OPTS,
         guidance=kind,
     )
     scores["floor_real_vs_real"] = fid_floor(train, test, n, extractor, progress)

@@ -19,6 +19,7 @@ from diffusers import (
 from diffusion_toys import diffusers_scheduler, schedule_for, toy_model
 
 from latentdiff.diffusion import SAMPLERS, Denoiser, get_sampler, sampler_timesteps
+from latentdiff.diffusion.samplers import network_evaluations
 from latentdiff.diffusion.samplers_discrete import dpmpp_timesteps, spaced_timesteps
 from latentdiff.diffusion.samplers_karras import karras_sigmas
 
@@ -346,3 +347,18 @@ def test_edm_stochastic_churns_only_inside_its_range_and_never_above_the_trained
     exact = exact_gaussian_denoiser(sched)
     off = SAMPLERS["edm_stochastic"](exact, x_T(), sched, 10, generator=gen(), s_tmin=1e6)
     torch.testing.assert_close(off, SAMPLERS["heun"](exact, x_T(), sched, 10), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_network_evaluations_counts_the_denoiser_calls(name):
+    """What the planner budgets for the evaluation's sampling is what the sampler calls."""
+    sched = schedule_for()
+    den = Denoiser(toy_model(sched, "eps"), sched, "eps")
+    calls = []
+
+    def counting(x, t):
+        calls.append(1)
+        return den(x, t)
+
+    get_sampler(name)(counting, x_T(), sched, 7, generator=gen(), **SAMPLER_OPTS[name])
+    assert len(calls) == network_evaluations(name, 7)

@@ -59,3 +59,17 @@ def sampler_timesteps(name: str, schedule: NoiseSchedule, steps: int, **opts: ob
     `steps` and spacing opts (`timestep_spacing` or `rho`) as the sampler call."""
     get_sampler(name)
     return _TIMESTEPS[name](schedule, steps, **opts)
+
+
+def network_evaluations(name: str, steps: int) -> int:
+    """Denoiser calls of one `steps`-step sampling (per image and guidance branch): the second-order Karras
+    samplers evaluate twice per step except the last."""
+    get_sampler(name)
+    return 2 * steps - 1 if name in ("heun", "edm_stochastic") else steps
+
+
+def sampler_description(name: str, steps: int, opts: dict[str, float] | None = None) -> str:
+    """How a sample grid or a report names its sampler: "dpmpp_2m, 20 steps", "edm_stochastic, 20 steps
+    (s_churn=5)"."""
+    extra = ", ".join(f"{k}={v:g}" for k, v in (opts or {}).items())
+    return f"{name}, {steps} steps" + (f" ({extra})" if extra else "")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from latentdiff.diffusion.samplers import network_evaluations
 from latentdiff.training.data_summary import DataSummary
 from latentdiff.training.presets import PRESET_NAMES, choose_f
 
@@ -49,6 +50,8 @@ MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 300_000}
 # model has
 GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
+# the evaluation's sampler (FID and the sample grids of `run_report.evaluate_run`)
+EVAL_SAMPLER, EVAL_STEPS, EVAL_SAMPLER_OPTS = "dpmpp_2m", 20, {}
 # Work outside the training steps, in units of the probe's training rate (measured on 2 CPU cores,
 # Fashion-MNIST: encoding ran at 5.0-5.5× the `base` autoencoder's training images/s and 10.6× the `tiny`
 # one's, DPM-Solver++ with guidance at 2.1× the U-Net's training images/s per network evaluation).
@@ -147,8 +150,8 @@ def expected_overheads(
     cached_references: int = 0,
 ) -> tuple[float, float]:
     """(minutes of latent statistics + encoding, minutes of evaluation) for models training at `ae_rate` and
-    `dm_rate` images/s: the evaluation samples min(1,000, held-out) images with DPM-Solver++ 20 steps (two
-    network evaluations per step with guidance), embeds them and as many held-out and train images (the
+    `dm_rate` images/s: the evaluation samples min(1,000, held-out) images with `EVAL_SAMPLER` (two
+    network evaluations per call with guidance), embeds them and as many held-out and train images (the
     floor) with Inception-v3 at `inception_seconds` per image (the measured speed; else
     `INCEPTION_SECONDS`), less the `cached_references` real-image passes whose features are cached (the
     first run on a data set computes them, later ones read them), and reconstructs as many held-out images
@@ -157,7 +160,9 @@ def expected_overheads(
     n_train = summary.num_images
     statistics_and_encoding = (min(10_000, n_train) + n_train) / encode_rate / 60
     n_eval = max(1, min(SAMPLES_FOR_EVAL, n_train // 9))
-    evaluations = 20 * (2 if summary.num_classes or summary.captioned else 1)
+    evaluations = network_evaluations(EVAL_SAMPLER, EVAL_STEPS) * (
+        2 if summary.num_classes or summary.captioned else 1
+    )
     sampling = (n_eval + 80) * evaluations / (SAMPLING_SPEEDUP * dm_rate)
     per_image = inception_seconds or INCEPTION_SECONDS["cuda" if device.type == "cuda" else "cpu"]
     inception = (INCEPTION_PASSES - cached_references) * n_eval * per_image
