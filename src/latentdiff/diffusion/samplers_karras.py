@@ -103,15 +103,23 @@ def sample_heun(
     sigmas, ts = _plan(schedule, steps, rho)
     x = working_copy(x_T) * (1 + sigmas[start_index] ** 2) ** 0.5
     for i in range(start_index, steps):
-        x0 = _denoise_ve(denoiser, x, sigmas[i], ts[i])
-        d = (x - x0) / sigmas[i]
-        x_next = x + (sigmas[i + 1] - sigmas[i]) * d
-        if sigmas[i + 1] > 0:
-            x0 = _denoise_ve(denoiser, x_next, sigmas[i + 1], ts[i + 1])
-            d_next = (x_next - x0) / sigmas[i + 1]
-            x_next = x + (sigmas[i + 1] - sigmas[i]) * ((d + d_next) / 2)
-        x = _after_step_ve(callback, i, ts[i + 1], x_next, sigmas[i + 1], x0)
+        x, x0 = _heun_step(denoiser, x, sigmas[i], ts[i], sigmas[i + 1], ts[i + 1])
+        x = _after_step_ve(callback, i, ts[i + 1], x, sigmas[i + 1], x0)
     return x.to(x_T.dtype)
+
+
+def _heun_step(
+    denoiser: DenoiseFn, x: Tensor, sigma: float, t: float, sigma_next: float, t_next: float
+) -> tuple[Tensor, Tensor]:
+    """One step of Karras et al. 2022, Algorithm 1 from σ to σ_next (VE scale): (x_next, the last x̂_0)."""
+    x0 = _denoise_ve(denoiser, x, sigma, t)
+    d = (x - x0) / sigma
+    x_next = x + (sigma_next - sigma) * d
+    if sigma_next > 0:
+        x0 = _denoise_ve(denoiser, x_next, sigma_next, t_next)
+        d_next = (x_next - x0) / sigma_next
+        x_next = x + (sigma_next - sigma) * ((d + d_next) / 2)
+    return x_next, x0
 
 
 def sample_edm_stochastic(
@@ -148,12 +156,6 @@ def sample_edm_stochastic(
                 noise = randn_from(generator, x)
                 x = x + (sigma_hat**2 - sigma**2) ** 0.5 * s_noise * noise
                 sigma, t = sigma_hat, float(schedule.sigma_to_t(torch.tensor([sigma_hat]).double())[0])
-        x0 = _denoise_ve(denoiser, x, sigma, t)
-        d = (x - x0) / sigma
-        x_next = x + (sigmas[i + 1] - sigma) * d
-        if sigmas[i + 1] > 0:
-            x0 = _denoise_ve(denoiser, x_next, sigmas[i + 1], ts[i + 1])
-            d_next = (x_next - x0) / sigmas[i + 1]
-            x_next = x + (sigmas[i + 1] - sigma) * ((d + d_next) / 2)
-        x = _after_step_ve(callback, i, ts[i + 1], x_next, sigmas[i + 1], x0)
+        x, x0 = _heun_step(denoiser, x, sigma, t, sigmas[i + 1], ts[i + 1])
+        x = _after_step_ve(callback, i, ts[i + 1], x, sigmas[i + 1], x0)
     return x.to(x_T.dtype)
