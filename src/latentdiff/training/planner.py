@@ -34,15 +34,18 @@ log = logging.getLogger(__name__)
 # 43.3; twice the time gives rFID 28.4, while L1 instead of L2 (34.3), 8 latent channels (33.4) or a GAN
 # term from step 600 (41.4) do not help at equal time (benchmarks/stage1_variants.py). Was 25 %.
 STAGE1_SHARE = 0.4
-# images a stage must see (steps × batch) before a larger preset is worth its slower steps: 1,250 steps of
-# 32 for Stage 1 (on Fashion-MNIST the `small` autoencoder after 49,000 images reconstructs at 28.1 dB),
-# about 2,350 of 128 for Stage 2. Stage 2 was 120,000 until session 12, which at 60 minutes picked the
-# `large` U-Net for 1,349 steps: on that run's frozen `base` autoencoder and `tiny` guide, `large` scored
-# FID 30.6 at N = 2,000 (floor 13.1), `base` with 1,920 steps 27.8 and `small` with 3,430 steps 27.5
-# (benchmarks/guidance.py); at 8 minutes on make demo's latents `small` (1,494 steps, 39.2) and `tiny`
-# (4,333, 39.7) beat `large` (739, 41.1). 300,000 picks `small` at 60 minutes on 2 Zen 4 cores and
-# `tiny` at 15
-MIN_IMAGES = {"autoencoder": 40_000, "diffusion": 300_000}
+# images a stage must see (steps × batch) before a larger preset is worth its slower steps: ~3,100 steps of
+# 32 for Stage 1, about 2,350 of 128 for Stage 2. On this budget scale steps beat size in both stages.
+# Stage 1 was 40,000 until session 13, which at 60 minutes picked the `base` autoencoder (10.2 M) for 1,295
+# steps in 20.3 minutes: rFID 19.5 at N = 2,000 (floor 13.1); the `small` one (2.6 M) in the same minutes
+# made 4,349 steps and reconstructs at 15.8 (benchmarks/stage1_variants.py). 100,000 picks `small` at 60
+# minutes on 2 Zen 4 cores (~149,000 images) and keeps `tiny` at 15.
+# Stage 2 was 120,000 until session 12, which at 60 minutes picked the `large` U-Net for 1,349 steps: on
+# that run's frozen `base` autoencoder and `tiny` guide, `large` scored FID 30.6 at N = 2,000 (floor 13.1),
+# `base` with 1,920 steps 27.8 and `small` with 3,430 steps 27.5 (benchmarks/guidance.py); at 8 minutes on
+# make demo's latents `small` (1,494 steps, 39.2) and `tiny` (4,333, 39.7) beat `large` (739, 41.1).
+# 300,000 picks `small` at 60 minutes on 2 Zen 4 cores and `tiny` at 15
+MIN_IMAGES = {"autoencoder": 100_000, "diffusion": 300_000}
 # Autoguidance (Karras et al. 2024): a `tiny` U-Net trained on the same latents for 15 % of Stage 2's time
 # (an eighth of its steps without a budget) guides the model. On those 8-minute Fashion-MNIST models a `tiny`
 # guide of 1.5 minutes took the `small` U-Net from FID 39.2 (classifier-free, w = 1.5) to 36.1 and the
