@@ -30,10 +30,7 @@ from report import sampler_text  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.diffusion import get_sampler  # noqa: E402
-from latentdiff.evaluation import (
-    evaluate_generation,  # noqa: E402
-    fid_floor,  # noqa: E402
-)
+from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
@@ -140,7 +137,7 @@ def main() -> None:
             "commit": commit,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        key = (args.label, kind, scale, guide, args.n, sampler_text(fid))  # = _key(row)
+        key = _key(row)
         rows = [r for r in rows if _key(r) != key]
         rows.append(row)
         write_result("guidance", {"benchmark": "guidance", "rows": rows, "machine": machine()})

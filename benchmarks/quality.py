@@ -48,10 +48,7 @@ from common import RESULTS, RUNS, git_commit, machine, read_result, regenerate_d
 
 from latentdiff import demo  # noqa: E402
 from latentdiff.data.load import load_dataset  # noqa: E402
-from latentdiff.evaluation import (
-    evaluate_generation,  # noqa: E402
-    fid_floor,  # noqa: E402
-)
+from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.figures import class_grid  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
