@@ -7,7 +7,8 @@
 
 Session 12's rows "60-min AE, … U-Net" in guidance.json were made this way (which U-Net for 60 minutes).
 Keys: `preset=` (tiny … large, default small), `batch=`, `lr=`, `noise_mean=` / `noise_std=` (EDM's
-log-normal σ), `guide=STEPS` (also train a `tiny` guide for that many steps).
+log-normal σ), `guide=STEPS` (also train a `tiny` guide for that many steps), `every=K` / `keep=M` (a
+checkpoint every K steps, the last M kept: earlier snapshots of the model to guide it with).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main() -> None:
         train = dataclasses.replace(train, batch_size=int(keys["batch"]))
     if "lr" in keys:
         train = dataclasses.replace(train, lr=float(keys["lr"]))
-    train = dataclasses.replace(train, checkpoint_every=100_000)
+    train = dataclasses.replace(
+        train, checkpoint_every=int(keys.get("every", 100_000)), keep_last=int(keys.get("keep", 2))
+    )
     stage = dataclasses.replace(stage, diffusion=diffusion, train=train)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "autoencoder").exists():
