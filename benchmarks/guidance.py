@@ -34,7 +34,7 @@ from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.trainer_state import latest_step  # noqa: E402
+from latentdiff.training.trainer_state import latest_step, trained_step  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 
@@ -112,7 +112,7 @@ def main() -> None:
         snapshot = folder.parent.name
         loaded[name] = (
             model,
-            int(snapshot[5:]) if snapshot.startswith("step_") else latest_step(folder.parent, folder.name),
+            int(snapshot[5:]) if snapshot.startswith("step_") else trained_step(folder.parent, folder.name),
         )
     for kind, scale, guide in settings:
         pipe.guide, guide_steps = loaded[guide] if guide else (None, None)

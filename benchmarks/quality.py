@@ -54,7 +54,7 @@ from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.pipeline import GUIDE_FOLDER, LatentDiffusionPipeline  # noqa: E402
 from latentdiff.training.planner import EVAL_SAMPLER, EVAL_SAMPLER_OPTS, EVAL_STEPS  # noqa: E402
 from latentdiff.training.run import train_autoencoder, train_diffusion  # noqa: E402
-from latentdiff.training.trainer_state import latest_step  # noqa: E402
+from latentdiff.training.trainer_state import latest_step, snapshot_record, trained_step  # noqa: E402
 from latentdiff.workflow import guide_stage_of, plan_run, stages_of  # noqa: E402
 
 # the same sampler as `latentdiff train`'s own evaluation
@@ -198,7 +198,9 @@ def measure(
             "autoencoder_batch": config["autoencoder_stage"]["train"]["batch_size"],
             "diffusion_steps": latest_step(run_dir, "unet"),
             "diffusion_batch": config["diffusion_stage"]["train"]["batch_size"],
-            **({"guide_steps": latest_step(run_dir, GUIDE_FOLDER)} if pipe.guide is not None else {}),
+            **({"guide_steps": trained_step(run_dir, GUIDE_FOLDER)} if pipe.guide is not None else {}),
+            # the guide is the U-Net's own EMA at that step, not a model trained apart
+            **({"guide_snapshot": True} if snapshot_record(run_dir / GUIDE_FOLDER) else {}),
         },
         "models": {
             "autoencoder_params_m": sum(p.numel() for p in pipe.autoencoder.parameters()) / 1e6,

@@ -266,7 +266,9 @@ def quality_section(r: dict | None) -> list[str]:
     for p in sorted(r["points"], key=lambda p: (p["recipe"], p["budget_minutes"])):
         f, w = p["fid"], p["work"]
         work = f"{w['autoencoder_steps']} × {w['autoencoder_batch']}, {w['diffusion_steps']} × {w['diffusion_batch']}"
-        if "guide_steps" in w:
+        if w.get("guide_snapshot"):
+            work += f" + guide: its EMA at step {w['guide_steps']}"
+        elif "guide_steps" in w:
             work += f" + guide {w['guide_steps']} × {w['diffusion_batch']}"
         trained = f"{p['training_minutes']:.1f}"
         if "command_minutes" in p:  # a `latentdiff train` run scored afterwards: its whole command, too

@@ -21,6 +21,7 @@ from PIL import Image
 from latentdiff.io.checkpoint import load_tensors
 from latentdiff.pipeline import LatentDiffusionPipeline
 from latentdiff.training.run_folder import RunFolderError
+from latentdiff.training.trainer_state import snapshot_record
 from latentdiff.workflow import train_everything
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,11 @@ def test_the_plan_keeps_to_its_budget(tmp_path):
     minutes = result.metrics["minutes"]
     assert minutes["total"] <= 1.65, minutes  # within 10 % of the budget, evaluation included
     assert result.metrics["steps"]["autoencoder"] > 100 and result.metrics["steps"]["diffusion"] > 100
-    assert result.metrics["steps"]["guide"] > 10 and result.plan.guide_minutes > 0
+    # the `tiny` U-Net is guided by its own EMA at GUIDE_SNAPSHOT of its steps, written during Stage 2
+    assert result.plan.backbone == "tiny" and result.plan.guide_snapshot and result.plan.guide_minutes == 0
+    snapshot = snapshot_record(tmp_path / "run" / "guide")
+    assert snapshot["of"] == "unet" and snapshot["step"] == result.metrics["steps"]["guide"] > 20
+    assert snapshot["step"] < 0.3 * result.metrics["steps"]["diffusion"]
     assert result.plan.conditional  # digits has classes
     assert LatentDiffusionPipeline.from_pretrained(tmp_path / "run").guide is not None
     assert result.metrics["fid"]["guidance"] == "autoguidance"
@@ -253,16 +258,23 @@ def test_a_guide_needs_the_runs_model_and_its_noise_schedule(class_folder, tmp_p
     from latentdiff.workflow import guide_stage_of, plan_run
 
     run = tmp_path / "run"
-    plan = plan_run(str(class_folder), run, None, "tiny", None, False, False, torch.device("cpu"), (20, 16))
+    # `small`: a `tiny` U-Net has no guide to train (its own snapshot guides it)
+    plan = plan_run(str(class_folder), run, None, "small", None, False, False, torch.device("cpu"), (20, 16))
     guide = guide_stage_of(plan, 0, "cpu")
     assert guide is not None and guide.train.steps == 2
     with pytest.raises(RunFolderError, match="no trained backbone yet"):
         train_diffusion(guide, run, progress=False, folder="guide")
-    train_everything(str(class_folder), run, size="tiny", steps=(20, 16), progress=False, overwrite=True)
+    train_everything(str(class_folder), run, size="small", steps=(20, 16), progress=False, overwrite=True)
     other = dataclasses.replace(guide, diffusion=dataclasses.replace(guide.diffusion, prediction="v"))
     before = sorted(p.stat().st_mtime_ns for p in (run / "guide").rglob("*") if p.is_file())
     with pytest.raises(ValueError, match="prediction: run 'edm', guide 'v'"):
         train_diffusion(other, run, progress=False, folder="guide", resume=True)
     with pytest.raises(ValueError, match="a run folder's own part"):
         train_diffusion(guide, run, progress=False, folder="unet")
+    # a snapshot of the model (`TrainConfig.snapshot_fraction`) must not land on the run's own parts either
+    onto_model = dataclasses.replace(
+        guide, train=dataclasses.replace(guide.train, snapshot_fraction=0.2, snapshot_folder="unet")
+    )
+    with pytest.raises(ValueError, match="train.snapshot_folder='unet' is a run folder's own part"):
+        train_diffusion(onto_model, run, progress=False, resume=True)
     assert sorted(p.stat().st_mtime_ns for p in (run / "guide").rglob("*") if p.is_file()) == before

@@ -177,8 +177,11 @@ def write_train_report(run_dir: Path, plan: Plan, ae_stage, dm_stage, metrics: d
         f"{steps['diffusion']} × {dm_stage.train.batch_size} | {t['stage2']:.1f} (encoding included) |",
         *(
             [
-                f"| its autoguidance guide | U-Net `{GUIDE_PRESET}` on the same latents | {steps['guide']} × "
-                f"{dm_stage.train.batch_size} | {t.get('guide', 0.0):.1f} |"
+                f"| its autoguidance guide | the U-Net's own EMA at step {steps['guide']} (a snapshot) | "
+                f"{steps['guide']} × {dm_stage.train.batch_size} | (in Stage 2) |"
+                if plan.guide_snapshot
+                else f"| its autoguidance guide | U-Net `{GUIDE_PRESET}` on the same latents | "
+                f"{steps['guide']} × {dm_stage.train.batch_size} | {t.get('guide', 0.0):.1f} |"
             ]
             if "guide" in steps
             else []

@@ -31,7 +31,7 @@ from latentdiff.training.run import train_autoencoder, train_diffusion
 from latentdiff.training.run_folder import RunFolderError
 from latentdiff.training.speed_probe import probe_inception, probe_speeds
 from latentdiff.training.stages import DataConfig
-from latentdiff.training.trainer_state import latest_step
+from latentdiff.training.trainer_state import latest_step, trained_step
 
 log = logging.getLogger(__name__)
 PLAN_FILE = "plan.yaml"
@@ -170,14 +170,19 @@ def stages_of(plan: Plan, seed: int = 0, device: str = "auto"):
         steps["diffusion"],
         text=plan.text,
     )
+    if plan.guide_snapshot:
+        train = dataclasses.replace(
+            dm.train, snapshot_fraction=plan.guide_snapshot, snapshot_folder=GUIDE_FOLDER
+        )
+        dm = dataclasses.replace(dm, train=train)
     return ae, dm
 
 
 def guide_stage_of(plan: Plan, seed: int = 0, device: str = "auto"):
     """The autoguidance guide a plan trains after Stage 2 (`planner.GUIDE_PRESET` on the same latents, the
     same recipe), or None when it trains none."""
-    if "guide" not in plan.expected_steps:
-        return None
+    if "guide" not in plan.expected_steps or plan.guide_snapshot:
+        return None  # none, or the model's own snapshot (`stages_of` asks Stage 2 for it)
     data = DataConfig(dataset=plan.data, resolution=plan.resolution, channels=plan.channels)
     timed = plan.minutes > 0
     return presets.diffusion_stage(
@@ -241,7 +246,7 @@ def train_everything(
     metrics["steps"] = {
         "autoencoder": latest_step(run_dir, "autoencoder"),
         "diffusion": latest_step(run_dir, "unet"),
-        **({"guide": latest_step(run_dir, GUIDE_FOLDER)} if guide_stage is not None else {}),
+        **({"guide": trained_step(run_dir, GUIDE_FOLDER)} if "guide" in plan.expected_steps else {}),
     }
     write_json(metrics, run_dir / "metrics.json")
     report = write_train_report(run_dir, plan, ae_stage, dm_stage, metrics)

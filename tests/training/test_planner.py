@@ -12,7 +12,15 @@ from PIL import Image
 
 from latentdiff.training import presets
 from latentdiff.training.data_summary import inspect_data
-from latentdiff.training.planner import MIN_IMAGES, STAGE1_SHARE, expected_overheads, make_plan
+from latentdiff.training.planner import (
+    GUIDE_PRESET,
+    GUIDE_SHARE,
+    GUIDE_SNAPSHOT,
+    MIN_IMAGES,
+    STAGE1_SHARE,
+    expected_overheads,
+    make_plan,
+)
 from latentdiff.training.speed_probe import probe_inception
 
 
@@ -130,6 +138,32 @@ def test_the_budget_is_split_and_sizes_follow_the_measured_speeds(tmp_path):
     assert "measured images/s here" in plan.describe()
 
 
+def test_the_smallest_u_net_is_guided_by_its_own_snapshot_and_keeps_the_guides_time(tmp_path):
+    """A `tiny` U-Net's guide would be a `tiny` U-Net trained for less: its own earlier EMA is that, for
+    free (benchmarks/readings/guidance.md), so Stage 2 keeps the guide's 15 %; larger U-Nets keep theirs."""
+    from latentdiff.workflow import guide_stage_of, stages_of
+
+    s, cpu = _summary(tmp_path), torch.device("cpu")
+    slow = {k: {p: r / 10 for p, r in v.items()} for k, v in SPEEDS.items()}
+    plan = make_plan(s, cpu, minutes=15, speeds=slow)
+    assert plan.backbone == GUIDE_PRESET == "tiny" and plan.guide_snapshot == GUIDE_SNAPSHOT
+    assert plan.guide_minutes == 0
+    train = plan.stage1_minutes / STAGE1_SHARE
+    assert plan.stage2_minutes == pytest.approx((1 - STAGE1_SHARE) * train)  # no guide share taken out
+    assert plan.expected_steps["guide"] == int(GUIDE_SNAPSHOT * plan.expected_steps["diffusion"])
+    assert "its own EMA" in plan.describe()
+    _, stage2 = stages_of(plan)
+    assert (stage2.train.snapshot_fraction, stage2.train.snapshot_folder) == (GUIDE_SNAPSHOT, "guide")
+    assert guide_stage_of(plan) is None  # nothing to train after Stage 2
+
+    larger = make_plan(s, cpu, minutes=20, speeds=SPEEDS)
+    assert larger.backbone == "small" and not larger.guide_snapshot
+    train = larger.stage1_minutes / STAGE1_SHARE
+    assert larger.guide_minutes == pytest.approx(GUIDE_SHARE * (1 - STAGE1_SHARE) * train)
+    assert stages_of(larger)[1].train.snapshot_fraction == 0
+    assert guide_stage_of(larger).unet == presets.unet_config(GUIDE_PRESET, 8)
+
+
 def test_the_evaluation_estimate_grows_with_the_slower_backbone_and_the_larger_split(tmp_path):
     """Sampling cost follows the U-Net's speed; Inception and encoding follow the number of images."""
     s = _summary(tmp_path)
@@ -173,10 +207,14 @@ def test_without_a_budget_the_device_default_and_its_expected_time(tmp_path):
         6000 * 32 / SPEEDS["autoencoder"]["small"] / 60 + 10_000 * 128 / SPEEDS["diffusion"]["small"] / 60
     )
     assert plan.stage1_minutes + plan.stage2_minutes == pytest.approx(expected)
-    fixed = make_plan(s, torch.device("cpu"), size="tiny", speeds=SPEEDS, steps=(10, 20))
+    fixed = make_plan(s, torch.device("cpu"), size="small", speeds=SPEEDS, steps=(10, 20))
     assert fixed.expected_steps == {"autoencoder": 10, "diffusion": 20, "guide": 2}
-    assert fixed.autoencoder == "tiny"
+    assert fixed.autoencoder == "small" and not fixed.guide_snapshot
     assert fixed.guide_minutes == pytest.approx(2 * 128 / SPEEDS["diffusion"]["tiny"] / 60)
+    # the `tiny` U-Net is guided by its own EMA at GUIDE_SNAPSHOT of its steps: no guide training time
+    own = make_plan(s, torch.device("cpu"), size="tiny", speeds=SPEEDS, steps=(10, 20))
+    assert own.expected_steps == {"autoencoder": 10, "diffusion": 20, "guide": int(GUIDE_SNAPSHOT * 20)}
+    assert own.guide_snapshot == GUIDE_SNAPSHOT and own.guide_minutes == 0
     assert make_plan(s, torch.device("cuda"), speeds=None).backbone == "base"
 
 

@@ -35,6 +35,11 @@ class TrainConfig:
     # with max_minutes: after a few steps, lower `steps` to what the budget allows at the measured speed, so
     # that the learning-rate schedule completes within the budget (the run is then time-, not step-defined)
     fit_to_time: bool = False
+    # an earlier version of the model kept as a model folder: the EMA weights are written once to
+    # run_dir/<snapshot_folder> when `snapshot_fraction` of the steps are done (0: never). `latentdiff train`
+    # uses it for the autoguidance guide of a model that is already the smallest preset
+    snapshot_fraction: float = 0.0
+    snapshot_folder: str = ""
 
     def __post_init__(self) -> None:
         checks = {
@@ -47,6 +52,8 @@ class TrainConfig:
             "ema_decay": 0.0 <= self.ema_decay < 1.0,
             "grad_clip": self.grad_clip >= 0,
             "max_minutes": self.max_minutes >= 0,
+            "snapshot_fraction": 0.0 <= self.snapshot_fraction < 1.0,
+            "snapshot_folder": bool(self.snapshot_folder) or not self.snapshot_fraction,
         }
         for key, ok in checks.items():
             if not ok:

@@ -322,6 +322,7 @@ class Trainer:
         fit_window = min(60.0, 0.05 * cfg.max_minutes * 60)
         refit_window = max(fit_window, 0.1 * cfg.max_minutes * 60)
         cap = cfg.steps  # a refit may lengthen the schedule again, never past the configured steps
+        snapshot_at = self._snapshot_due()
         for m in self.modules.values():
             m.train()
         with StopOnInterrupt() as interrupt:
@@ -366,6 +367,8 @@ class Trainer:
                         for k, v in logs.items():
                             if k != "step":
                                 writer.add_scalar(f"{self.task.name}/{k}", v, self.step)
+                if self.step >= snapshot_at * cfg.steps:
+                    snapshot_at = self._write_snapshot()
                 self._periodic(writer, stop)
                 if stop:
                     break
@@ -377,6 +380,27 @@ class Trainer:
         if interrupt.requested:
             raise KeyboardInterrupt(f"training interrupted at step {self.step}; resume with --resume")
         return self.history
+
+    def _snapshot_due(self) -> float:
+        """The fraction of `steps` at which `_write_snapshot` runs: `cfg.snapshot_fraction`, or infinity when
+        there is none or a resumed run had already written it. A time-budgeted run's `steps` is a far cap
+        until its first fit, so the snapshot waits for the fitted count."""
+        cfg = self.cfg
+        if not cfg.snapshot_fraction:
+            return math.inf
+        record = ckpt.snapshot_record(self.run_dir / cfg.snapshot_folder)
+        written = record is not None and record.get("of") == self.task.name and record["step"] <= self.step
+        return math.inf if written else cfg.snapshot_fraction
+
+    def _write_snapshot(self) -> float:
+        """Write the EMA weights as the model folder `run_dir/<snapshot_folder>` with a record of this step
+        (`trainer_state.SNAPSHOT_FILE`), once; returns the next due fraction (never)."""
+        if self.dist.is_main:
+            folder = self.run_dir / self.cfg.snapshot_folder
+            self.task.save_model(folder, self.task.model.state_dict(), self.ema.state_dict())
+            ckpt.write_snapshot_record(folder, self.task.name, self.step)
+            log.info("snapshot of %s at step %d written: %s", self.task.name, self.step, folder)
+        return math.inf
 
     def _fit_steps_to_time(self, start: float, timer: tuple[int, float], cap: int) -> float:
         """Set `steps` to what the time budget allows at the rate measured since `timer` (at most `cap`), so

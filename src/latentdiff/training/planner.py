@@ -52,6 +52,10 @@ MIN_IMAGES = {"autoencoder": 100_000, "diffusion": 300_000}
 # `large` one from 41.1 to 39.7 (benchmarks/guidance.py); it is also the only guidance an unconditional
 # model has
 GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
+# A model that is already `GUIDE_PRESET` is guided by its own EMA at this fraction of its steps (written
+# during Stage 2: no training time of its own, which goes to Stage 2 instead); a separately trained guide of
+# the same preset would only be a less-trained copy of it. See benchmarks/readings/guidance.md (session 14)
+GUIDE_SNAPSHOT = 0.2
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
 # the evaluation's sampler (FID and the sample grids of `run_report.evaluate_run`)
 EVAL_SAMPLER, EVAL_STEPS, EVAL_SAMPLER_OPTS = "dpmpp_2m", 20, {}
@@ -96,6 +100,8 @@ class Plan:
     text: bool = False  # text-conditioned Stage 2 (the data has captions); `conditional` is about classes
     encode_minutes: float = 0.0  # latent statistics + encoding, between the stages
     guide_minutes: float = 0.0  # the autoguidance guide's training time, after Stage 2 (within its share)
+    # > 0: the guide is the model's own EMA at this fraction of its steps (GUIDE_SNAPSHOT), not trained apart
+    guide_snapshot: float = 0.0
     inception_seconds: float | None = None  # measured seconds per image of the evaluation's Inception-v3
     cached_references: int = 0  # of the evaluation's two real-image Inception passes, those already cached
 
@@ -110,7 +116,10 @@ class Plan:
             f"Stage 2: U-Net `{self.backbone}`, {self.stage2_minutes:.1f} min, "
             f"~{self.expected_steps['diffusion']} steps × {self.batch_sizes['diffusion']}"
             + (
-                f"; then its autoguidance guide, U-Net `{GUIDE_PRESET}`, {self.guide_minutes:.1f} min, "
+                f"; its autoguidance guide: its own EMA at step ~{self.expected_steps['guide']} "
+                f"({self.guide_snapshot:.0%} of its steps, no training of its own)"
+                if self.guide_snapshot
+                else f"; then its autoguidance guide, U-Net `{GUIDE_PRESET}`, {self.guide_minutes:.1f} min, "
                 f"~{self.expected_steps['guide']} steps"
                 if "guide" in self.expected_steps
                 else ""
@@ -211,8 +220,12 @@ def make_plan(
                 summary, device, ae_rate, dm_rate, inception_seconds, cached_references
             )
             reasons.append(f"expected time from this machine's measured speed: {s1 + s2:.0f} min of training")
-        guide = 0.0
-        if not summary.captioned:
+        guide, snapshot = 0.0, 0.0
+        if not summary.captioned and size == GUIDE_PRESET:
+            snapshot = GUIDE_SNAPSHOT
+            work["guide"] = max(1, int(snapshot * work["diffusion"]))
+            reasons.append(_snapshot_reason())
+        elif not summary.captioned:
             work["guide"] = max(1, work["diffusion"] // GUIDE_STEPS_DIVISOR)
             if speeds and GUIDE_PRESET in speeds["diffusion"]:
                 guide = work["guide"] * batch["diffusion"] / speeds["diffusion"][GUIDE_PRESET] / 60
@@ -239,6 +252,7 @@ def make_plan(
             guide_minutes=guide,
             inception_seconds=inception_seconds,
             cached_references=cached_references,
+            guide_snapshot=snapshot,
         )
     if speeds is None:
         raise ValueError("a time budget needs measured speeds (probe_speeds)")
@@ -276,7 +290,10 @@ def make_plan(
             f"the evaluation ({ev:.1f} min) and the encoding ({overhead:.1f} min)"
         )
     s1, s2 = STAGE1_SHARE * train, (1 - STAGE1_SHARE) * train
-    guide = guide_share * s2
+    # the sizes were chosen with the guide's share taken out; a model that is already the guide's preset
+    # keeps that share and is guided by its own earlier EMA (GUIDE_SNAPSHOT)
+    snapshot = GUIDE_SNAPSHOT if guide_share and chosen["diffusion"] == GUIDE_PRESET else 0.0
+    guide = 0.0 if snapshot else guide_share * s2
     s2 -= guide
     expected = {}
     if guide:
@@ -290,10 +307,14 @@ def make_plan(
             f"{share:.1f} min (measured images/s here: {measured})"
             + ("" if fitting[stage] else "; none reaches it, so the smallest")
         )
+    if snapshot:
+        expected["guide"] = max(1, int(snapshot * expected["diffusion"]))
+        reasons.append(_snapshot_reason())
     reasons.append(
         f"time: {minutes:g} min = {probe_seconds / 60:.1f} probing + {s1:.1f} Stage 1 ({STAGE1_SHARE:.0%} of "
         f"the training time) + {overhead:.1f} latent statistics and encoding + {s2:.1f} Stage 2 + "
-        f"{guide:.1f} its guide + {ev:.1f} evaluation (both estimated from the measured speeds"
+        + ("" if snapshot else f"{guide:.1f} its guide + ")
+        + f"{ev:.1f} evaluation (both estimated from the measured speeds"
         + (f"; Inception-v3 {1 / inception_seconds:.0f} images/s" if inception_seconds else "")
         + (
             f"; real images' features cached: {cached_references} of its {INCEPTION_PASSES} Inception passes "
@@ -325,6 +346,7 @@ def make_plan(
         guide_minutes=guide,
         inception_seconds=inception_seconds,
         cached_references=cached_references,
+        guide_snapshot=snapshot,
     )
 
 
@@ -332,4 +354,13 @@ def _guide_reason(how_long: str) -> str:
     return (
         f"autoguidance: a `{GUIDE_PRESET}` U-Net trained on the same latents for {how_long} guides the model "
         "(Karras et al. 2024; no text-conditioned runs)"
+    )
+
+
+def _snapshot_reason() -> str:
+    return (
+        f"autoguidance: the U-Net is `{GUIDE_PRESET}` already, so its guide is its own EMA at "
+        f"{GUIDE_SNAPSHOT:.0%} of its steps (Karras et al. 2024: a less-trained version of the model), "
+        "written during Stage 2; the time a separate guide would take goes to Stage 2 (no text-conditioned "
+        "runs)"
     )

@@ -354,11 +354,28 @@ def train_diffusion(
         return _train_diffusion(stage, run_dir, autoencoder, latents, resume, progress, overwrite, folder)
 
 
+def _check_guide_folder(folder: str, what: str) -> None:
+    if folder in BACKBONES or folder in ("autoencoder", ENCODER_FOLDER, "latents", "trainer_state"):
+        raise ValueError(f"{what}={folder!r} is a run folder's own part; a guide goes to {GUIDE_FOLDER!r}")
+
+
+def _check_snapshot(stage: DiffusionStage) -> None:
+    """An earlier EMA of the model kept as its guide (`TrainConfig.snapshot_fraction`) must not land on a part
+    of the run folder, and a text-conditioned model has no guide."""
+    if not stage.train.snapshot_fraction:
+        return
+    _check_guide_folder(stage.train.snapshot_folder, "train.snapshot_folder")
+    if wants_text(stage):
+        raise ValueError(
+            "train.snapshot_fraction: a guide for a text-conditioned model is not supported (it needs its "
+            "own text encoder)"
+        )
+
+
 def _check_guide(stage: DiffusionStage, run_dir: Path, folder: str) -> None:
     """A guide is trained after the run's model, on its latents, with its noise schedule and preconditioning
     (autoguidance combines the two networks' outputs: they must mean the same thing)."""
-    if folder in BACKBONES or folder in ("autoencoder", ENCODER_FOLDER):
-        raise ValueError(f"folder={folder!r} is a run folder's own part; a guide goes to {GUIDE_FOLDER!r}")
+    _check_guide_folder(folder, "folder")
     if find_backbone_folder(run_dir) is None or not (run_dir / SCHEDULER_FILE).is_file():
         raise RunFolderError(f"{run_dir} has no trained backbone yet: train it before its guide")
     if wants_text(stage):
@@ -387,6 +404,7 @@ def _train_diffusion(
     dist = init_distributed(stage.train.device)
     if folder is not None:
         _check_guide(stage, run_dir, folder)
+    _check_snapshot(stage)
     name = folder or stage.backbone
     autocast_context(dist.device, stage.train.precision)  # e.g. fp16 on a CPU: refused before any work
     existing = find_backbone_folder(run_dir) if run_dir.is_dir() else None

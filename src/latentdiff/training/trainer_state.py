@@ -22,8 +22,10 @@ from latentdiff.io.checkpoint import (
     atomic_dir,
     load_state,
     load_tensors,
+    read_json,
     save_state,
     save_tensors,
+    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,25 @@ def latest_step(run_dir: Path, stage: str) -> int | None:
     """The step of a stage's latest checkpoint (its folder's name: no weights are read), None without one."""
     found = list_checkpoints(checkpoint_root(run_dir, stage))
     return found[-1][0] if found else None
+
+
+SNAPSHOT_FILE = "snapshot.json"  # in a model folder written by `TrainConfig.snapshot_fraction`
+
+
+def write_snapshot_record(folder: Path, of: str, step: int) -> None:
+    write_json({"of": of, "step": step}, folder / SNAPSHOT_FILE)
+
+
+def snapshot_record(folder: Path) -> dict[str, Any] | None:
+    """{"of": stage, "step": k} of a model folder that is a snapshot of a stage's model, else None."""
+    path = folder / SNAPSHOT_FILE
+    return read_json(path) if path.is_file() else None
+
+
+def trained_step(run_dir: Path, folder: str) -> int | None:
+    """The training step of a run's model folder: a snapshot's recorded step, else its latest checkpoint's."""
+    record = snapshot_record(run_dir / folder)
+    return int(record["step"]) if record else latest_step(run_dir, folder)
 
 
 def capture_rng() -> dict[str, Any]:
