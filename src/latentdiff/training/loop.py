@@ -368,7 +368,8 @@ class Trainer:
                             if k != "step":
                                 writer.add_scalar(f"{self.task.name}/{k}", v, self.step)
                 if self.step >= snapshot_at * cfg.steps:
-                    snapshot_at = self._write_snapshot()
+                    self._write_snapshot()
+                    snapshot_at = math.inf  # once
                 self._periodic(writer, stop)
                 if stop:
                     break
@@ -392,15 +393,14 @@ class Trainer:
         written = record is not None and record.get("of") == self.task.name and record["step"] <= self.step
         return math.inf if written else cfg.snapshot_fraction
 
-    def _write_snapshot(self) -> float:
+    def _write_snapshot(self) -> None:
         """Write the EMA weights as the model folder `run_dir/<snapshot_folder>` with a record of this step
-        (`trainer_state.SNAPSHOT_FILE`), once; returns the next due fraction (never)."""
+        (`trainer_state.SNAPSHOT_FILE`)."""
         if self.dist.is_main:
             folder = self.run_dir / self.cfg.snapshot_folder
             self.task.save_model(folder, self.task.model.state_dict(), self.ema.state_dict())
             ckpt.write_snapshot_record(folder, self.task.name, self.step)
             log.info("snapshot of %s at step %d written: %s", self.task.name, self.step, folder)
-        return math.inf
 
     def _fit_steps_to_time(self, start: float, timer: tuple[int, float], cap: int) -> float:
         """Set `steps` to what the time budget allows at the rate measured since `timer` (at most `cap`), so
