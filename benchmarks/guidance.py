@@ -30,6 +30,7 @@ from report import sampler_text  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.diffusion import get_sampler  # noqa: E402
+from latentdiff.diffusion.guidance import check_guidance_interval  # noqa: E402
 from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
@@ -61,6 +62,7 @@ def _key(row: dict) -> tuple:
         row["guide"],
         row["fid"]["num_fake"],
         sampler_text(row["fid"]),
+        tuple(row.get("guidance_interval") or ()),
     )
 
 
@@ -88,6 +90,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guide", action="append", default=[], help="NAME=FOLDER of a guide backbone")
     parser.add_argument("--sampler", default=f"{SAMPLER}:{STEPS}", help="NAME:STEPS[:OPT=VALUE,...]")
+    parser.add_argument(
+        "--interval", help="LO,HI: guide only at noise levels LO < sigma <= HI (Kynkäänniemi et al. 2024)"
+    )
     parser.add_argument("settings", nargs="+")
     args = parser.parse_args()
     sampler, steps, sampler_opts = _sampler(args.sampler)
@@ -97,6 +102,8 @@ def main() -> None:
     dataset, resolution, channels = _data_of(args.run)
     pipe = LatentDiffusionPipeline.from_pretrained(args.run)
     pipe.progress = False
+    if args.interval:
+        pipe.guidance_interval = check_guidance_interval(args.interval.split(","), "--interval")
     train = load_dataset(dataset, "train", resolution, channels)
     test = load_dataset(dataset, "test", resolution, channels)
     extractor = InceptionFeatures()
@@ -132,6 +139,7 @@ def main() -> None:
             "guide_folder": guides.get(guide) if guide else None,
             "guide_params_m": sum(p.numel() for p in pipe.guide.parameters()) / 1e6 if guide else None,
             "guide_steps": guide_steps,
+            **({"guidance_interval": list(pipe.guidance_interval)} if pipe.guidance_interval else {}),
             "fid": fid,
             "seconds": time.perf_counter() - start,
             "commit": commit,
@@ -142,7 +150,8 @@ def main() -> None:
         rows.append(row)
         write_result("guidance", {"benchmark": "guidance", "rows": rows, "machine": machine()})
         print(
-            f"{args.label} {kind} {scale:g} {guide or ''} {sampler_text(fid)}: FID {fid['fid']:.2f} "
+            f"{args.label} {kind} {scale:g} {guide or ''} {args.interval or ''} {sampler_text(fid)}: "
+            f"FID {fid['fid']:.2f} "
             f"(N = {args.n}, floor {floor:.2f})"
         )
     regenerate_docs()

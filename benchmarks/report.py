@@ -336,8 +336,11 @@ def guidance_section(r: dict | None) -> list[str]:
     ]
     rows = sorted(
         r["rows"],
-        key=lambda x: (x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"], sampler_text(x["fid"])),
-    )
+        key=lambda x: (
+            x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"], sampler_text(x["fid"]),
+            tuple(x.get("guidance_interval") or ()),
+        ),
+    )  # fmt: skip
     for row in rows:
         f = row["fid"]
         guide = (
@@ -346,6 +349,8 @@ def guidance_section(r: dict | None) -> list[str]:
             else ""
         )
         kind = "autoguidance" if row["guidance"] == "auto" else "classifier-free"
+        if row.get("guidance_interval"):
+            kind += " for {:g} < σ ≤ {:g}".format(*row["guidance_interval"])
         out.append(
             f"| {row['label']} ({row['model_steps']} steps) | {kind if row['scale'] != 1 else 'none'} | "
             f"{row['scale']:g} | {guide} | {sampler_text(f)} | {f['num_fake']} | **{f['fid']:.2f}** | "

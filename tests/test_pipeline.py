@@ -176,6 +176,21 @@ def test_autoguidance_with_the_model_itself_as_guide_is_plain_sampling(pipe):
     assert torch.equal(unconditional, pipe(num_images=2, steps=3, seed=0, output_type="pt"))
 
 
+def test_a_guidance_interval_that_no_step_reaches_is_unguided_sampling(pipe):
+    """`pipe.guidance_interval` reaches the denoiser: guidance only above σ = 1e6, beyond every step of
+    the schedule, gives the conditional model's images; the whole range gives the guided ones."""
+    kwargs = dict(num_images=2, steps=3, seed=1, class_labels=[3, 8], output_type="pt")
+    plain, guided = pipe(**kwargs), pipe(guidance_scale=3.0, **kwargs)
+    try:
+        pipe.guidance_interval = (1e6, float("inf"))
+        assert torch.equal(pipe(guidance_scale=3.0, **kwargs), plain)
+        pipe.guidance_interval = (0.0, float("inf"))
+        assert torch.equal(pipe(guidance_scale=3.0, **kwargs), guided)
+    finally:
+        pipe.guidance_interval = None
+    assert not torch.equal(guided, plain)
+
+
 def test_autoguidance_without_a_guide_or_with_an_unknown_kind_is_refused(pipe):
     with pytest.raises(ValueError, match="guidance='auto' needs a guide model"):
         pipe(num_images=1, steps=2, guidance_scale=2.0, guidance="auto", class_labels=[0])

@@ -59,6 +59,8 @@ class LatentDiffusionPipeline(PipelineEditing):
         self.progress = True
         # autoguidance's weaker model (a run's `guide/`, loaded by `from_pretrained`); None: none
         self.guide: torch.nn.Module | None = None
+        # (σ_lo, σ_hi): guidance only at those noise levels (`Denoiser`); None: at every level
+        self.guidance_interval: tuple[float, float] | None = None
 
     @classmethod
     def from_pretrained(
@@ -289,7 +291,10 @@ class LatentDiffusionPipeline(PipelineEditing):
             )
         model = self.backbone if model is None else model
         guide = self.guide if guidance == "auto" else None
-        denoiser = Denoiser(model, self.schedule, self.precond, cond, uncond, guidance_scale, guide=guide)
+        denoiser = Denoiser(
+            model, self.schedule, self.precond, cond, uncond, guidance_scale, guide=guide,
+            guidance_interval=self.guidance_interval,
+        )  # fmt: skip
         return get_sampler(sampler)(
             denoiser, x_T, self.schedule, steps, generator=generator, callback=callback, **opts
         )

@@ -125,3 +125,32 @@ def test_autoguidance_guides_an_unconditional_model_and_w_one_skips_the_guide():
     model.batches.clear(), guide.batches.clear()
     Denoiser(model, sched, "v", guidance_scale=1.0, guide=guide)(x, t)
     assert len(model.batches) == 1 and guide.batches == []
+
+
+def test_a_guidance_interval_guides_only_the_noise_levels_inside_it():
+    """Kynkäänniemi et al. 2024: inside (σ_lo, σ_hi] the guided output, outside the network alone, with
+    no guide pass for a batch that is all outside; a mixed batch gets each sample's own."""
+    sched = schedule_for()
+    model = CountingModel(toy_model(sched, "eps"))
+    guide = CountingModel(lambda x, t, cond: 0.5 * toy_model(sched, "eps")(x, t, cond))
+    x, cond = torch.randn(3, 2, 4, 4, dtype=torch.float64), {"class": torch.tensor([1, 2, 3])}
+    t = torch.tensor([5, 500, 990])
+    sigma = levels_at_timesteps(sched, t).sigma
+    interval = (sigma[0].item(), sigma[1].item())  # (σ(t=5), σ(t=500)]: only the middle sample
+    guided_all = Denoiser(model.model, sched, "eps", cond, guidance_scale=2.0, guide=guide.model)(x, t)[0]
+    plain = Denoiser(model.model, sched, "eps", cond)(x, t)[0]
+    den = Denoiser(model, sched, "eps", cond, guidance_scale=2.0, guide=guide, guidance_interval=interval)
+    x0 = den(x, t)[0]
+    assert not torch.allclose(guided_all[1], plain[1])
+    torch.testing.assert_close(x0[1], guided_all[1], atol=1e-12, rtol=0)
+    torch.testing.assert_close(x0[[0, 2]], plain[[0, 2]], atol=1e-12, rtol=0)
+    model.batches.clear(), guide.batches.clear()
+    den(x, torch.tensor([990, 990, 990]))
+    assert len(model.batches) == 1 and guide.batches == []
+
+
+@pytest.mark.parametrize("bad", [(1.0, 1.0), (-1.0, 2.0), (3.0, 2.0), ("a", 2), (1.0,)])
+def test_a_bad_guidance_interval_is_refused_with_its_name(bad):
+    sched = schedule_for()
+    with pytest.raises(ValueError, match="guidance_interval"):
+        Denoiser(toy_model(sched, "eps"), sched, "eps", guidance_interval=bad)
