@@ -9,9 +9,12 @@ for autoguidance (Karras et al. 2024) with named guide models, same sampler, ste
 
 A setting is `cfg:W` (w = 1 is the model alone) or `auto:W:GUIDE` (GUIDE one of the `--guide NAME=FOLDER`
 backbone folders, its EMA weights). `--sampler NAME:STEPS[:OPT=VALUE,...]` (default dpmpp_2m:20) samples
-every setting of the call with that sampler. The data set, resolution and channels are the run's
-(config.yaml). Rows merge into benchmarks/results/guidance.json keyed by (label, setting, sampler, N) with the
-floor at that N, and docs/benchmarks.md is regenerated.
+every setting of the call with that sampler. `--weights model` samples the run's raw U-Net weights instead
+of its EMA; `--average 2000,2500` the mean of its checkpoints' weights (of that kind) at those steps (a
+crude post-hoc EMA: checkpoints written with `stage2_on_run.py every=K keep=M`). `--interval LO,HI` guides
+only where LO < σ ≤ HI. The data set, resolution and channels are the run's (config.yaml). Rows merge into
+benchmarks/results/guidance.json keyed by (label, setting, sampler, N, interval, weights) with the floor at
+that N, and docs/benchmarks.md is regenerated.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
@@ -35,7 +40,7 @@ from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.trainer_state import latest_step, trained_step  # noqa: E402
+from latentdiff.training.trainer_state import checkpoint_root, latest_step, trained_step  # noqa: E402
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 
@@ -63,7 +68,22 @@ def _key(row: dict) -> tuple:
         row["fid"]["num_fake"],
         sampler_text(row["fid"]),
         tuple(row.get("guidance_interval") or ()),
+        row.get("weights", "ema"),
+        tuple(row.get("averaged_steps") or ()),
     )
+
+
+def _mean_of_checkpoints(run: Path, steps: list[int], weights: str) -> dict[str, torch.Tensor]:
+    """The mean, in float64, of the U-Net weights (`weights`: "ema" or "model") checkpointed at `steps`."""
+    total: dict[str, torch.Tensor] = {}
+    for step in steps:
+        folder = checkpoint_root(run, "unet") / f"step_{step:08d}" / "model"
+        file = folder / f"{weights}.safetensors"
+        if not file.is_file():
+            raise SystemExit(f"--average: no checkpoint of the U-Net at step {step} ({file} missing)")
+        for key, value in load_file(file).items():
+            total[key] = total.get(key, 0) + value.double()
+    return {key: value / len(steps) for key, value in total.items()}
 
 
 def _data_of(run: Path) -> tuple[str, int, int]:
@@ -93,6 +113,8 @@ def main() -> None:
     parser.add_argument(
         "--interval", help="LO,HI: guide only at noise levels LO < sigma <= HI (Kynkäänniemi et al. 2024)"
     )
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="the run's U-Net weights")
+    parser.add_argument("--average", help="STEP,STEP,…: the mean of the U-Net's checkpoints at those steps")
     parser.add_argument("settings", nargs="+")
     args = parser.parse_args()
     sampler, steps, sampler_opts = _sampler(args.sampler)
@@ -100,7 +122,10 @@ def main() -> None:
     guides = dict(g.split("=", 1) for g in args.guide)
     settings = [_parse(s, guides) for s in args.settings]
     dataset, resolution, channels = _data_of(args.run)
-    pipe = LatentDiffusionPipeline.from_pretrained(args.run)
+    pipe = LatentDiffusionPipeline.from_pretrained(args.run, weights=args.weights)
+    averaged = [int(v) for v in args.average.split(",")] if args.average else None
+    if averaged:
+        pipe.backbone.load_state_dict(_mean_of_checkpoints(args.run, averaged, args.weights))
     pipe.progress = False
     if args.interval:
         pipe.guidance_interval = check_guidance_interval(args.interval.split(","), "--interval")
@@ -133,6 +158,8 @@ def main() -> None:
             "label": args.label,
             "run": str(args.run),
             "model_steps": latest_step(args.run, "unet"),
+            **({"weights": args.weights} if args.weights != "ema" else {}),
+            **({"averaged_steps": averaged} if averaged else {}),
             "guidance": kind,
             "scale": scale,
             "guide": guide,

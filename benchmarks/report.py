@@ -338,7 +338,7 @@ def guidance_section(r: dict | None) -> list[str]:
         r["rows"],
         key=lambda x: (
             x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"], sampler_text(x["fid"]),
-            tuple(x.get("guidance_interval") or ()),
+            tuple(x.get("guidance_interval") or ()), x.get("weights", "ema"), tuple(x.get("averaged_steps") or ()),
         ),
     )  # fmt: skip
     for row in rows:
@@ -349,10 +349,17 @@ def guidance_section(r: dict | None) -> list[str]:
             else ""
         )
         kind = "autoguidance" if row["guidance"] == "auto" else "classifier-free"
+        model = f"{row['label']} ({row['model_steps']} steps"
+        if row.get("averaged_steps"):
+            model += f"; mean of its {row.get('weights', 'ema')} weights at steps " + ", ".join(
+                f"{s:,}" for s in row["averaged_steps"]
+            )
+        elif row.get("weights") == "model":
+            model += "; raw weights, not the EMA"
         if row.get("guidance_interval"):
             kind += " for {:g} < σ ≤ {:g}".format(*row["guidance_interval"])
         out.append(
-            f"| {row['label']} ({row['model_steps']} steps) | {kind if row['scale'] != 1 else 'none'} | "
+            f"| {model}) | {kind if row['scale'] != 1 else 'none'} | "
             f"{row['scale']:g} | {guide} | {sampler_text(f)} | {f['num_fake']} | **{f['fid']:.2f}** | "
             f"{f['kid_mean']:.4f} | {f['floor_real_vs_real']:.2f} | {row['commit']} |"
         )

@@ -57,7 +57,10 @@ GUIDE_PRESET, GUIDE_SHARE, GUIDE_STEPS_DIVISOR = "tiny", 0.15, 8
 # the same preset would only be a less-trained copy of it. On make demo's latents (session 14, N = 2,000,
 # floor 13.1, w = 2) a `tiny` U-Net of 3,502 steps scored 29.99 / 29.53 / 31.04 / 32.07 / 33.94 guided by its
 # EMA at steps 250 / 500 / 750 / 1,000 / 1,500 and 30.12 with a separate `tiny` guide of 570 steps; the plan
-# it replaces (2,932 steps + that guide) scored 31.33 (benchmarks/guidance.py)
+# it replaces (2,932 steps + that guide) scored 31.33 (benchmarks/guidance.py). A larger U-Net keeps its
+# separate `tiny` guide: on the 60-minute run's latents (session 15) one `base` U-Net trained for the Stage 2
+# and guide time (2,640 steps) scored 22.64 guided by its EMA at step 500 and 22.73 by the run's `tiny`
+# guide (the run as planned, 2,243 steps + that guide: 22.89) — equal, and the `tiny` guide samples faster
 GUIDE_SNAPSHOT = 0.15
 SAMPLES_FOR_EVAL = 1000  # at most; fewer when the held-out split is smaller
 # the evaluation's sampler (FID and the sample grids of `run_report.evaluate_run`)
