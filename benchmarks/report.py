@@ -351,7 +351,8 @@ def guidance_section(r: dict | None) -> list[str]:
         kind = "autoguidance" if row["guidance"] == "auto" else "classifier-free"
         model = f"{row['label']} ({row['model_steps']} steps"
         if row.get("averaged_steps"):
-            model += f"; mean of its {row.get('weights', 'ema')} weights at steps " + ", ".join(
+            kind_of = "raw" if row.get("weights") == "model" else "EMA"
+            model += f"; mean of its {kind_of} weights at steps " + ", ".join(
                 f"{s:,}" for s in row["averaged_steps"]
             )
         elif row.get("weights") == "model":

@@ -81,8 +81,8 @@ class Denoiser:
     `clip_x0=(lo, hi)` clamps x̂_0 and re-derives ε̂ from it so that x_t = α x̂_0 + s ε̂ still holds.
     `guidance_interval=(σ_lo, σ_hi)` guides only where σ_lo < σ ≤ σ_hi (VE σ of x_t) and runs the network
     alone elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves sample and
-    distribution quality in diffusion models", eq. 6): guidance at high noise mostly narrows the
-    distribution, and skipping it there and at low noise also saves the second forward pass.
+    distribution quality in diffusion models"): they find guidance harmful to diversity at high noise levels
+    and of little use at low ones; outside the interval the second forward pass is skipped too.
     """
 
     def __init__(
