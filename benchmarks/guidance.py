@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import git_commit, machine, read_result, regenerate_docs, setup, write_result  # noqa: E402
-from report import sampler_text  # noqa: E402
+from report import guidance_variant, sampler_text  # noqa: E402
 
 from latentdiff.data.load import load_dataset  # noqa: E402
 from latentdiff.diffusion import get_sampler  # noqa: E402
@@ -40,7 +40,12 @@ from latentdiff.evaluation import evaluate_generation, fid_floor  # noqa: E402
 from latentdiff.metrics.inception import InceptionFeatures  # noqa: E402
 from latentdiff.nets.backbones import load_backbone  # noqa: E402
 from latentdiff.pipeline import LatentDiffusionPipeline  # noqa: E402
-from latentdiff.training.trainer_state import checkpoint_root, latest_step, trained_step  # noqa: E402
+from latentdiff.training.trainer_state import (  # noqa: E402
+    checkpoint_root,
+    latest_step,
+    list_checkpoints,
+    trained_step,
+)
 
 SAMPLER, STEPS = "dpmpp_2m", 20
 
@@ -67,21 +72,19 @@ def _key(row: dict) -> tuple:
         row["guide"],
         row["fid"]["num_fake"],
         sampler_text(row["fid"]),
-        tuple(row.get("guidance_interval") or ()),
-        row.get("weights", "ema"),
-        tuple(row.get("averaged_steps") or ()),
+        *guidance_variant(row),
     )
 
 
 def _mean_of_checkpoints(run: Path, steps: list[int], weights: str) -> dict[str, torch.Tensor]:
     """The mean, in float64, of the U-Net weights (`weights`: "ema" or "model") checkpointed at `steps`."""
+    root = checkpoint_root(run, "unet")
+    saved = dict(list_checkpoints(root))
     total: dict[str, torch.Tensor] = {}
     for step in steps:
-        folder = checkpoint_root(run, "unet") / f"step_{step:08d}" / "model"
-        file = folder / f"{weights}.safetensors"
-        if not file.is_file():
-            raise SystemExit(f"--average: no checkpoint of the U-Net at step {step} ({file} missing)")
-        for key, value in load_file(file).items():
+        if step not in saved:
+            raise SystemExit(f"--average: no U-Net checkpoint at step {step} in {root}: {sorted(saved)}")
+        for key, value in load_file(saved[step] / "model" / f"{weights}.safetensors").items():
             total[key] = total.get(key, 0) + value.double()
     return {key: value / len(steps) for key, value in total.items()}
 

@@ -320,6 +320,16 @@ def sampler_text(fid: dict) -> str:
     return f"{fid['sampler']} {fid['steps']}" + (f" ({opts})" if opts else "")
 
 
+def guidance_variant(row: dict) -> tuple:
+    """What else tells two guidance.json rows of one model and setting apart: the guidance interval, the
+    U-Net's weights ("ema" or "model") and the checkpoint steps they are the mean of (empty: none)."""
+    return (
+        tuple(row.get("guidance_interval") or ()),
+        row.get("weights", "ema"),
+        tuple(row.get("averaged_steps") or ()),
+    )
+
+
 def guidance_section(r: dict | None) -> list[str]:
     out = [
         "## Guidance at sampling time: classifier-free against autoguidance (`benchmarks/guidance.py`)",
@@ -338,7 +348,7 @@ def guidance_section(r: dict | None) -> list[str]:
         r["rows"],
         key=lambda x: (
             x["label"], x["fid"]["num_fake"], x["guidance"], x["scale"], sampler_text(x["fid"]),
-            tuple(x.get("guidance_interval") or ()), x.get("weights", "ema"), tuple(x.get("averaged_steps") or ()),
+            *guidance_variant(x),
         ),
     )  # fmt: skip
     for row in rows:
